@@ -1,0 +1,278 @@
+"""`pipeline` command line: one app, a subcommand per stage.
+
+    pipeline demo                              every task end to end on embedded data
+    pipeline run TASK [--config F] [--data URI] [--num-workers N] [--use-gpu] [--output DIR]
+    pipeline data TASK [--data URI] [--output DIR]
+    pipeline serve [--host H] [--port P]
+    pipeline predict TASK --input JSON
+    pipeline batch-predict TASK --input URI --output URI
+    pipeline registry list|promote ...
+
+Errors the user can fix print one line (`error: ...`) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from pipeline import TASKS, __version__
+from pipeline.errors import PipelineError
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", choices=TASKS, help="workload")
+    p.add_argument("--config", help="YAML file merged over the task's defaults")
+    p.add_argument("--data", help="input path, glob or URI (default: the embedded data set)")
+    p.add_argument("--format", help="input format (default: from the file names)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.01 (repeatable)")
+    p.add_argument("--seed", type=int, help="random seed (splits, initialisation, shuffling)")
+    p.add_argument("--output", help="output directory (default: runs/<run-id>)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own progress output")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-workers", type=int, help="data-parallel training workers")
+    p.add_argument("--cpus-per-worker", type=int, help="CPUs per training worker")
+    p.add_argument("--use-gpu", action="store_true", default=None, help="train on GPUs (one per worker)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--schedule", help="LR schedule: constant, step, exp_decay, cosine, one_cycle, warmup_cosine")
+    p.add_argument("--amp", action="store_true", default=None, help="automatic mixed precision")
+    p.add_argument("--registry", help="registry path or URI (default: $PIPELINE_REGISTRY or ~/.pipeline/registry)")
+    p.add_argument("--run-id", help="name of the run; an existing run's checkpoints are resumed")
+    p.add_argument("--no-promote", action="store_true", help="register the model without making it production")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description="End-to-end deep-learning pipeline on Ray.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="every task end to end on embedded data, then one HTTP request each")
+    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--registry")
+    demo.add_argument("--tasks", nargs="+", choices=TASKS, help="subset of tasks (default: all)")
+    demo.add_argument("--num-workers", type=int)
+    demo.add_argument("--port", type=int, default=0, help="port for the HTTP check (default: a free one)")
+    demo.add_argument("--no-serve", action="store_true", help="skip the HTTP check")
+    demo.add_argument("--address")
+    demo.add_argument("--verbose", action="store_true")
+
+    run = sub.add_parser("run", help="data stages, training, evaluation and registration for one task")
+    add_config_args(run)
+    add_train_args(run)
+
+    data = sub.add_parser("data", help="data stages only; prints the data report")
+    add_config_args(data)
+
+    serve = sub.add_parser("serve", help="serve every task's production model over HTTP (foreground)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--registry")
+    serve.add_argument("--tasks", nargs="+", choices=TASKS)
+    serve.add_argument("--address")
+    serve.add_argument("--reload-interval", type=float, default=5.0, help="seconds between checks for a newly promoted model")
+    serve.add_argument("--replica-cpus", type=float, default=0.0, help="CPUs reserved per Serve replica")
+
+    predict = sub.add_parser("predict", help="predict one request with the production model (no Ray needed)")
+    predict.add_argument("task", choices=TASKS)
+    predict.add_argument("--input", required=True, help="request JSON, inline or @file.json")
+    predict.add_argument("--registry")
+    predict.add_argument("--model", help="a model directory or URI instead of the production model")
+
+    batch = sub.add_parser("batch-predict", help="Ray Data batch inference with the production model")
+    batch.add_argument("task", choices=TASKS)
+    batch.add_argument("--input", required=True, help="input path or URI (same formats as --data)")
+    batch.add_argument("--output", required=True, help="output directory or URI (Parquet)")
+    batch.add_argument("--format", default="auto")
+    batch.add_argument("--registry")
+    batch.add_argument("--model", help="a model directory or URI instead of the production model")
+    batch.add_argument("--address")
+
+    registry = sub.add_parser("registry", help="list registered runs or promote one")
+    registry.add_argument("action", choices=["list", "promote"])
+    registry.add_argument("task", nargs="?", choices=TASKS)
+    registry.add_argument("run_id", nargs="?")
+    registry.add_argument("--registry")
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from pipeline.config import parse_override
+
+    out: dict[str, Any] = dict(parse_override(s) for s in args.set)
+    mapping = {
+        "data": "data.source", "format": "data.format", "seed": "seed", "num_workers": "train.num_workers",
+        "cpus_per_worker": "train.cpus_per_worker", "use_gpu": "train.use_gpu", "epochs": "train.epochs",
+        "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
+        "schedule": "train.schedule.name", "amp": "train.amp",
+    }
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def load_run_config(args: argparse.Namespace):
+    from pipeline.config import load_config
+
+    return load_config(args.task, args.config, overrides_from_args(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.flow import new_run_id, run_pipeline
+    from pipeline.registry import Registry
+    from pipeline.runtime import init_ray
+
+    cfg = load_run_config(args)
+    run_id = args.run_id or new_run_id(args.task)
+    output = args.output or os.path.join("runs", run_id)
+    init_ray(args.address, verbose=args.verbose)
+    metrics = run_pipeline(cfg, output, Registry(args.registry), promote=not args.no_promote, run_id=run_id)
+    print(f"metrics: {os.path.join(metrics['output_dir'], 'metrics.json')}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from pipeline.flow import prepare_data
+    from pipeline.runtime import init_ray
+    from pipeline.tasks import get_task
+
+    cfg = load_run_config(args)
+    init_ray(args.address, verbose=args.verbose)
+    output = args.output or os.path.join("runs", f"data-{args.task}")
+    prepare_data(get_task(args.task), cfg, output)
+    print(f"data report: {os.path.join(os.path.abspath(output), 'data_report.json')}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.registry import Registry
+    from pipeline.serve.server import serve_foreground
+
+    serve_foreground(Registry(args.registry), args.host, args.port, args.tasks, args.address,
+                     args.reload_interval, args.replica_cpus)
+    return 0
+
+
+def read_request(text: str) -> Any:
+    if text.startswith("@"):
+        with open(text[1:]) as fh:
+            text = fh.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"--input is not valid JSON: {exc}") from None
+
+
+def resolve_model(task: str, registry_root: str | None, model: str | None) -> str:
+    from pipeline.registry import Registry
+
+    if model:
+        return model
+    registry = Registry(registry_root)
+    uri = registry.production_uri(task)
+    if uri is None:
+        raise PipelineError(f"no production model for {task!r} in {registry.root}; run `pipeline run {task}` first")
+    return uri
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from pipeline.predictor import Predictor
+    from pipeline.tasks import get_task
+    from pipeline.tasks.base import RequestError
+
+    task = get_task(args.task)
+    payload = read_request(args.input)
+    try:
+        request = task.request_model.model_validate(payload).model_dump()
+        answer = task.answer(request, Predictor(resolve_model(args.task, args.registry, args.model)))
+    except ValidationError as exc:
+        raise PipelineError(f"invalid request: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    except RequestError as exc:
+        raise PipelineError(f"invalid request: {exc}") from None
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def cmd_batch_predict(args: argparse.Namespace) -> int:
+    from pipeline.runtime import init_ray
+    from pipeline.serve.batch import batch_predict
+
+    init_ray(args.address)
+    rows = batch_predict(args.task, resolve_model(args.task, args.registry, args.model), args.input, args.output, args.format)
+    print(f"wrote predictions for {rows:,} rows to {args.output}")
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from pipeline.registry import Registry
+
+    registry = Registry(args.registry)
+    if args.action == "promote":
+        if not (args.task and args.run_id):
+            raise PipelineError("usage: pipeline registry promote TASK RUN_ID")
+        registry.promote(args.task, args.run_id)
+        print(f"{args.task}: production is now {args.run_id}")
+        return 0
+    for task in [args.task] if args.task else TASKS:
+        production = registry.production(task)
+        for run_id in registry.runs(task):
+            test = registry.metrics(task, run_id).get("test", {})
+            shown = " ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float))
+            print(f"{task:<12} {run_id:<40} {'production' if run_id == production else '':<11} {shown}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "data": cmd_data, "demo": cmd_demo, "serve": cmd_serve, "predict": cmd_predict,
+            "batch-predict": cmd_batch_predict, "registry": cmd_registry}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user errors may arrive wrapped by Ray
+        user_error = find_user_error(exc)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        return 2
+
+
+def find_user_error(exc: BaseException | None) -> PipelineError | None:
+    """The PipelineError behind `exc`, also when a Ray task or actor raised it remotely."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None)  # RayTaskError / UserCodeException carry the original
+        if isinstance(cause, BaseException):
+            exc = cause
+            continue
+        if isinstance(exc, PipelineError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Deterministic train/val/test splits.
+
+Each row's place comes from a hash of its key columns and the seed, never from its position, so a
+split does not change with block count, worker count or file order. Rows with equal keys (and, for
+grouped splits, rows of one group) always land in the same split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import SplitConfig
+from pipeline.errors import DataError
+
+SPLITS = ("train", "val", "test")
+HASH_COLUMN = "_split_hash"
+SPLIT_COLUMN = "_split"
+
+
+def stable_hash(frame: pd.DataFrame, seed: int) -> np.ndarray:
+    """uint64 per row from its values and the seed; the same on every machine and Python run."""
+    return pd.util.hash_pandas_object(frame, index=False, hash_key=f"{seed:016d}"[-16:]).to_numpy()
+
+
+def unit_interval(hashes: np.ndarray) -> np.ndarray:
+    return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def assign_by_threshold(u: np.ndarray, ratios: list[float]) -> np.ndarray:
+    """0/1/2 (train/val/test) for values in [0, 1) by cumulative ratios."""
+    return np.searchsorted(np.cumsum(ratios[:2]), u, side="right").astype(np.int8)
+
+
+def stratum_cutoffs(strata: np.ndarray, hashes: np.ndarray, ratios: list[float]) -> dict:
+    """Per stratum, the two hash values below which rows go to train and to train+val.
+
+    Ranking by hash inside each class gives exact class proportions in every split.
+    """
+    cutoffs = {}
+    order = np.lexsort((hashes, strata))
+    strata_sorted, hashes_sorted = strata[order], hashes[order]
+    bounds = np.flatnonzero(np.r_[True, strata_sorted[1:] != strata_sorted[:-1], True])
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        group = hashes_sorted[start:stop]
+        n = len(group)
+        n_train = int(round(ratios[0] * n))
+        n_val = int(round((ratios[0] + ratios[1]) * n)) - n_train
+        edges = [n_train, n_train + n_val]
+        # A cutoff is the first hash that belongs to the next split (max+1 means "everything").
+        cut = [int(group[e]) if e < n else 2**64 - 1 for e in edges]
+        key = strata_sorted[start]
+        cutoffs[key.item() if hasattr(key, "item") else key] = cut
+    return cutoffs
+
+
+def assign_by_cutoffs(strata: np.ndarray, hashes: np.ndarray, cutoffs: dict) -> np.ndarray:
+    out = np.full(len(hashes), 2, dtype=np.int8)
+    for stratum, (c_train, c_val) in cutoffs.items():
+        mask = strata == stratum
+        h = hashes[mask]
+        out[mask] = np.where(h < np.uint64(c_train), 0, np.where(h < np.uint64(c_val), 1, 2))
+    return out
+
+
+def time_cutoffs(times: np.ndarray, ratios: list[float]) -> list:
+    ordered = np.sort(times)
+    n = len(ordered)
+    idx = [int(round(ratios[0] * n)), int(round((ratios[0] + ratios[1]) * n))]
+    return [ordered[i] if i < n else None for i in idx]
+
+
+def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
+    """Splits a Ray Dataset into {"train", "val", "test"} Ray Datasets."""
+    method = cfg.method
+    columns = set(ds.columns())
+    needed = {"random": cfg.key, "stratified": cfg.key + [cfg.stratify], "grouped": [cfg.group], "temporal": [cfg.time]}[method]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise DataError(f"split method {method!r} needs column(s) {', '.join(missing)}, not in the data ({', '.join(sorted(columns))})")
+
+    hash_columns = [cfg.group] if method == "grouped" else cfg.key
+
+    def add_hash(batch: pd.DataFrame) -> pd.DataFrame:
+        batch[HASH_COLUMN] = stable_hash(batch[hash_columns], seed)
+        return batch
+
+    hashed = ds.map_batches(add_hash, batch_format="pandas") if method != "temporal" else ds
+    if method in ("random", "grouped"):
+        ratios = cfg.ratios
+
+        def assign(batch: pd.DataFrame) -> pd.DataFrame:
+            batch[SPLIT_COLUMN] = assign_by_threshold(unit_interval(batch[HASH_COLUMN].to_numpy()), ratios)
+            return batch.drop(columns=[HASH_COLUMN])
+
+    elif method == "stratified":
+        hashed = hashed.materialize()
+        # Only two narrow columns travel to the driver to find per-class cut points.
+        keys = hashed.select_columns([cfg.stratify, HASH_COLUMN]).to_pandas()
+        cutoffs = stratum_cutoffs(keys[cfg.stratify].to_numpy(), keys[HASH_COLUMN].to_numpy(np.uint64), cfg.ratios)
+        stratify = cfg.stratify
+
+        def assign(batch: pd.DataFrame) -> pd.DataFrame:
+            batch[SPLIT_COLUMN] = assign_by_cutoffs(batch[stratify].to_numpy(), batch[HASH_COLUMN].to_numpy(np.uint64), cutoffs)
+            return batch.drop(columns=[HASH_COLUMN])
+
+    else:  # temporal: oldest rows train, newest test
+        hashed = hashed.materialize()
+        times = hashed.select_columns([cfg.time]).to_pandas()[cfg.time].to_numpy()
+        c_train, c_val = time_cutoffs(times, cfg.ratios)
+        time_col = cfg.time
+
+        def assign(batch: pd.DataFrame) -> pd.DataFrame:
+            t = batch[time_col].to_numpy()
+            out = np.full(len(t), 2, dtype=np.int8)
+            if c_val is not None:
+                out[t < c_val] = 1
+            else:
+                out[:] = 1
+            if c_train is not None:
+                out[t < c_train] = 0
+            else:
+                out[:] = 0
+            batch[SPLIT_COLUMN] = out
+            return batch
+
+    labelled = hashed.map_batches(assign, batch_format="pandas").materialize()
+    return {
+        name: labelled.filter(expr=f"{SPLIT_COLUMN} == {i}").drop_columns([SPLIT_COLUMN]).materialize()
+        for i, name in enumerate(SPLITS)
+    }

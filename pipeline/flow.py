@@ -1,0 +1,145 @@
+"""The pipeline flow shared by `pipeline run`, `pipeline data`, `pipeline demo` and the jobs:
+ingest -> clean -> split -> features -> train -> evaluate -> register.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pipeline.config import PipelineConfig
+from pipeline.data.clean import CleanResult, clean_dataset, value_counts
+from pipeline.data.report import format_report, write_report
+from pipeline.data.split import SPLITS, split_dataset
+from pipeline.errors import DataError
+from pipeline.registry import Registry
+from pipeline.train.checkpoint import write_json
+
+Log = Callable[[str], None]
+
+
+def new_run_id(task: str) -> str:
+    return f"{task}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, Any]  # cleaned raw rows per split (Ray Datasets)
+    clean: CleanResult
+    report: dict[str, Any]
+
+
+class Stopwatch:
+    def __init__(self, log: Log, task: str):
+        self.log, self.task, self.started = log, task, time.perf_counter()
+
+    def lap(self, message: str) -> None:
+        now = time.perf_counter()
+        self.log(f"[{self.task}] {message} ({now - self.started:.1f}s)")
+        self.started = now
+
+
+def prepare_data(task, cfg: PipelineConfig, output_dir: str, log: Log = print) -> PreparedData:
+    os.makedirs(output_dir, exist_ok=True)
+    watch = Stopwatch(log, task.name)
+    ds = task.read(cfg)
+    task.resolve_options(cfg, ds)
+    watch.lap(f"ingest: {cfg.data.source}")
+
+    clean = clean_dataset(ds, task.checks(cfg), task.batch_format)
+    quarantine_path = None
+    if clean.rows_quarantined:
+        quarantine_path = os.path.join(output_dir, "quarantine")
+        shutil.rmtree(quarantine_path, ignore_errors=True)
+        clean.quarantined.repartition(1).write_parquet(quarantine_path)
+    watch.lap(f"clean: kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}")
+    if clean.rows_kept == 0:
+        raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
+                        f"see {quarantine_path} and fix the data or the task's data options")
+
+    splits = split_dataset(clean.kept, cfg.data.split, cfg.seed)
+    counts = {name: splits[name].count() for name in SPLITS}
+    if counts["train"] == 0 or counts["val"] == 0:
+        raise DataError(f"too few rows to split ({counts}); need at least one row in train and in val")
+    watch.lap("split: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+    report = {"task": task.name, "source": cfg.data.source, **clean.summary(), "splits": counts,
+              "quarantine_path": quarantine_path}
+    if task.label_column and cfg.data.split.stratify:
+        report["class_balance"] = {name: dict(sorted(value_counts(splits[name], task.label_column).items())) for name in SPLITS}
+    write_report(report, output_dir)
+    log(format_report(report))
+    return PreparedData(splits, clean, report)
+
+
+def featurize(task, cfg: PipelineConfig, splits: dict, log: Log = print):
+    """Fits the preprocessor on train only, then transforms train and val for training."""
+    started = time.perf_counter()
+    preprocessor = task.make_preprocessor(cfg).fit(splits["train"])
+    features = {
+        name: splits[name].map_batches(preprocessor.transform, batch_format=task.batch_format).materialize()
+        for name in ("train", "val")
+    }
+    log(f"[{task.name}] features: fitted on train only ({time.perf_counter() - started:.1f}s)")
+    return preprocessor, features
+
+
+def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
+                 run_id: str | None = None, log: Log = print, extra_loop_config: dict | None = None) -> dict[str, Any]:
+    """Data stages, training, evaluation and registration; returns the metrics.json contents."""
+    from pipeline.plots import learning_curves_png
+    from pipeline.tasks import get_task
+    from pipeline.train.trainer import fit
+
+    started = time.perf_counter()
+    task = get_task(cfg.task)
+    output_dir = os.path.abspath(output_dir)
+    run_id = run_id or new_run_id(task.name)
+    prepared = prepare_data(task, cfg, output_dir, log)
+    preprocessor, features = featurize(task, cfg, prepared.splits, log)
+
+    tc = cfg.train
+    log(f"[{task.name}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
+        f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
+    outcome = fit(cfg, features, preprocessor.state(), os.path.join(output_dir, "checkpoints"), run_id,
+                  prepared.report["splits"]["train"], extra_loop_config=extra_loop_config)
+    model_dir = os.path.join(output_dir, "model")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(outcome.best_checkpoint, model_dir)
+    learning_curves_png(outcome.history, os.path.join(output_dir, "learning_curves.png"), tc.metric, f"{task.name}: {run_id}")
+    log(f"[{task.name}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with {tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
+
+    results = task.evaluate(model_dir, prepared.splits, output_dir)
+    metrics = {
+        "task": task.name,
+        "run_id": run_id,
+        "test": results.pop("test"),
+        "val": results.pop("val"),
+        "data": {k: prepared.report[k] for k in ("rows_in", "rows_kept", "rows_quarantined", "quarantined_by_reason", "splits")},
+        "baselines": results.pop("baselines", {}),
+        **results,
+        "train": {
+            "epochs_run": len(outcome.history),
+            "best_epoch": outcome.best_metrics.get("epoch"),
+            "stopped_early": bool(outcome.history and outcome.history[-1].get("stopped_early")),
+            "history": outcome.history,
+            "num_workers": tc.num_workers,
+            "use_gpu": tc.use_gpu,
+        },
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "output_dir": output_dir,
+    }
+    write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    write_json(os.path.join(model_dir, "metrics.json"), metrics)
+
+    registry = registry or Registry()
+    uri = registry.register(task.name, run_id, model_dir, metrics)
+    if promote:
+        registry.promote(task.name, run_id)
+    log(f"[{task.name}] registered {uri}{' and promoted to production' if promote else ''}")
+    log(f"[{task.name}] test " + "  ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
+    return metrics

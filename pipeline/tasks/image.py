@@ -1,0 +1,255 @@
+"""Image classification: a CNN over grey-scale or RGB images (default: the bundled 8x8 digits).
+
+Raw rows are {"id": str, "image": HxW or HxWxC array, "label": class name}. Sources: the embedded
+digits, an image folder `root/<class>/*.png`, or Parquet / .npz files with `image` and `label`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import posixpath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from pipeline.config import PipelineConfig
+from pipeline.data.features import LabelEncoder, Preprocessor, fit_partials, merge_moments, moments
+from pipeline.errors import DataError
+from pipeline.tasks.base import ClassificationTask, RequestError
+
+class ImageRequest(BaseModel):
+    """One image: `pixels` as rows of numbers (or one flat list), or a base64-encoded PNG."""
+
+    pixels: list[Any] | None = Field(None, description="rows of pixel values (HxW), or one flat list of H*W values")
+    image_png_base64: str | None = Field(None, description="a PNG file, base64-encoded; resized to the model's input")
+
+    @field_validator("pixels")
+    @classmethod
+    def numeric_pixels(cls, value):
+        if value is None:
+            return value
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("pixels must be a list of numbers or a list of equally long rows of numbers") from None
+        if not np.isfinite(array).all():
+            raise ValueError("pixels must be finite numbers (no NaN or infinity)")
+        return array.tolist()
+
+    @model_validator(mode="after")
+    def exactly_one(self):
+        if (self.pixels is None) == (self.image_png_base64 is None):
+            raise ValueError("give exactly one of `pixels` or `image_png_base64`")
+        return self
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def rows_from_arrays(batch: dict[str, np.ndarray], labelled: bool = True) -> dict[str, np.ndarray]:
+    """Normalises any source's batch to {"id", "image", "label"} ("" labels when `labelled` is False)."""
+    if "path" in batch:  # an image folder: the label is the parent directory's name
+        paths = np.asarray(batch["path"]).astype(str)
+        labels = np.array([posixpath.basename(posixpath.dirname(p)) for p in paths])
+        ids = np.array(["/".join(p.split("/")[-2:]) for p in paths])
+        return {"id": ids, "image": to_float_images(batch["image"]), "label": labels}
+    image_key = next((k for k in ("image", "images", "x", "data") if k in batch), None)
+    label_key = next((k for k in ("label", "labels", "y", "target") if k in batch), None)
+    if image_key is None or (label_key is None and labelled):
+        raise DataError(f"image data needs an image column and a label column; found {sorted(batch)}")
+    images = to_float_images(batch[image_key])
+    if label_key is None:
+        labels = np.full(len(images), "", dtype=object)
+    else:
+        labels = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in np.asarray(batch[label_key])])
+    ids = np.asarray(batch["id"]).astype(str) if "id" in batch else content_ids(images, labels)
+    return {"id": ids, "image": images, "label": labels}
+
+
+def to_float_images(images) -> np.ndarray:
+    if isinstance(images, np.ndarray) and images.dtype != object:
+        return images.astype(np.float32)
+    out = np.empty(len(images), dtype=object)  # ragged: shapes differ between rows
+    for i, img in enumerate(images):
+        out[i] = np.asarray(img, dtype=np.float32)
+    return out
+
+
+def content_ids(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A stable id from pixel bytes and label, for sources without an id column."""
+    if images.dtype != object:
+        frame = pd.DataFrame(images.reshape(len(images), -1))
+    else:
+        frame = pd.DataFrame({"bytes": [np.asarray(img).tobytes() for img in images]})
+    frame["label"] = labels
+    return np.array([f"{h:016x}" for h in pd.util.hash_pandas_object(frame, index=False).to_numpy()])
+
+
+def image_shapes(images) -> list[tuple]:
+    if images.dtype != object:
+        return [tuple(images.shape[1:])] * len(images)
+    return [tuple(np.shape(img)) for img in images]
+
+
+# --- cleaning checks -------------------------------------------------------------------------
+
+def shape_check(shape: tuple):
+    def check(batch):
+        return np.array(["" if s == shape else "wrong_shape" for s in image_shapes(batch["image"])], dtype=object)
+    return check
+
+
+def nan_check(batch) -> np.ndarray:
+    images = batch["image"]
+    if images.dtype != object:
+        bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+    else:
+        bad = np.array([not np.isfinite(np.asarray(img, dtype=np.float64)).all() for img in images])
+    return np.where(bad, "nan_pixels", "").astype(object)
+
+
+def label_check(classes: list[str]):
+    known = set(classes)
+
+    def check(batch):
+        labels = np.asarray(batch["label"]).astype(str)
+        return np.where(labels == "", "missing_label", np.where(np.isin(labels, list(known)), "", "unknown_label")).astype(object)
+    return check
+
+
+# --- features --------------------------------------------------------------------------------
+
+class ImagePreprocessor(Preprocessor):
+    """Pixel standardisation with mean/std fitted on the training split; class index map."""
+
+    def __init__(self, shape: list[int], classes: list[str], pixel_max: float = 255.0, mean: float | None = None, std: float | None = None):
+        self.shape = [int(s) for s in shape]
+        self.labels = LabelEncoder(classes)
+        self.pixel_max = float(pixel_max)
+        self.mean, self.std = mean, std
+
+    def fit(self, train_ds):
+        partials = fit_partials(train_ds, lambda b: moments(np.stack(list(b["image"])) if b["image"].dtype == object else b["image"]), batch_format="numpy")
+        self.mean, self.std = merge_moments(partials)
+        return self
+
+    def transform(self, batch, with_target=True):
+        images = batch["image"]
+        if images.dtype == object:
+            images = np.stack(list(images))
+        x = (images.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
+        x = x[:, None] if x.ndim == 3 else np.transpose(x, (0, 3, 1, 2))  # N,C,H,W
+        out = {"x": np.ascontiguousarray(x, dtype=np.float32)}
+        if with_target:
+            out["y"] = self.labels.encode(batch["label"])
+        return out
+
+    def in_shape(self) -> tuple[int, int, int]:
+        h, w = self.shape[:2]
+        return (self.shape[2] if len(self.shape) == 3 else 1, h, w)
+
+    def state(self):
+        return {"kind": "image", "shape": self.shape, "classes": self.labels.classes, "pixel_max": self.pixel_max,
+                "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(state["shape"], state["classes"], state["pixel_max"], state["mean"], state["std"])
+
+
+class ImageTask(ClassificationTask):
+    name = "image"
+    batch_format = "numpy"
+    request_model = ImageRequest
+    passthrough_columns = ["id", "label"]
+
+    def read(self, cfg: PipelineConfig, labelled: bool = True):
+        import ray.data
+
+        from pipeline.data.ingest import read_dataset
+
+        opts = cfg.data.options
+        if cfg.data.source == "builtin":
+            from pipeline.datasets import digits
+
+            arrays = digits.load_digits_arrays()
+            opts.setdefault("shape", list(digits.SHAPE))
+            opts.setdefault("classes", digits.CLASSES)
+            opts.setdefault("pixel_max", digits.PIXEL_MAX)
+            from ray.data.extensions import TensorArray
+
+            frame = pd.DataFrame({"id": arrays["id"], "image": TensorArray(arrays["image"]), "label": arrays["label"]})
+            return ray.data.from_pandas(frame)
+        ds = read_dataset(cfg.data.source, cfg.data.format, {"mode": opts.get("mode", "L")})
+        return ds.map_batches(rows_from_arrays, fn_kwargs={"labelled": labelled}, batch_format="numpy")
+
+    def example_request(self):
+        from pipeline.datasets.digits import load_digits_arrays
+
+        arrays = load_digits_arrays()
+        return {"pixels": arrays["image"][0].tolist()}, str(arrays["label"][0])
+
+    def resolve_options(self, cfg: PipelineConfig, ds) -> None:
+        """Fills `shape` (the most common one) and `classes` (all labels seen) when not configured."""
+        opts = cfg.data.options
+        if opts.get("shape") and opts.get("classes"):
+            return
+        partials = fit_partials(ds, lambda b: {"shapes": [list(s) for s in image_shapes(b["image"])][:: max(1, len(b["image"]) // 256)],
+                                                "labels": sorted(set(np.asarray(b["label"]).astype(str)) - {""})}, batch_format="numpy")
+        if not partials:
+            raise DataError(f"no images found in {cfg.data.source}")
+        if not opts.get("shape"):
+            shapes = pd.Series([tuple(s) for p in partials for s in p["shapes"]])
+            opts["shape"] = list(shapes.mode().iloc[0])
+        if not opts.get("classes"):
+            opts["classes"] = sorted({c for p in partials for c in p["labels"]})
+
+    def checks(self, cfg):
+        opts = cfg.data.options
+        return [label_check(opts["classes"]), shape_check(tuple(opts["shape"])), nan_check]
+
+    def make_preprocessor(self, cfg):
+        opts = cfg.data.options
+        return ImagePreprocessor(opts["shape"], opts["classes"], opts.get("pixel_max") or 255.0)
+
+    def preprocessor_from_state(self, state):
+        return ImagePreprocessor.from_state(state)
+
+    def build_model(self, cfg, preprocessor_state):
+        from pipeline.models.cnn import CNN
+
+        prep = ImagePreprocessor.from_state(preprocessor_state)
+        m = cfg.model
+        return CNN(prep.in_shape(), len(prep.labels.classes), channels=tuple(m.get("channels", (32, 64, 64))),
+                   dense=int(m.get("dense", 64)), dropout=float(m.get("dropout", 0.0)), batchnorm=bool(m.get("batchnorm", True)))
+
+    def request_to_batch(self, request: dict[str, Any], preprocessor: ImagePreprocessor):
+        shape = tuple(preprocessor.shape)
+        if request.get("pixels") is not None:
+            pixels = np.asarray(request["pixels"], dtype=np.float32)
+            if pixels.ndim == 1 and pixels.size == int(np.prod(shape)):
+                pixels = pixels.reshape(shape)
+            if pixels.shape != shape:
+                raise RequestError(f"pixels: expected shape {'x'.join(map(str, shape))} ({int(np.prod(shape))} values), got {'x'.join(map(str, pixels.shape)) or 'a scalar'}")
+        else:
+            pixels = decode_png(request["image_png_base64"], shape, preprocessor.pixel_max)
+        return {"image": pixels[None]}
+
+
+def decode_png(data: str, shape: tuple, pixel_max: float) -> np.ndarray:
+    """Base64 PNG -> array of the model's shape, rescaled from 0..255 to the training pixel range."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        raw = base64.b64decode(data, validate=True)
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+        raise RequestError(f"image_png_base64: not a base64-encoded image ({type(exc).__name__})") from None
+    image = image.convert("RGB" if len(shape) == 3 else "L")
+    if image.size != (shape[1], shape[0]):
+        image = image.resize((shape[1], shape[0]), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32) * (pixel_max / 255.0)

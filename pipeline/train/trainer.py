@@ -1,0 +1,70 @@
+"""Driver side of training: one Ray Train `TorchTrainer` run over the prepared datasets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from pipeline.train.checkpoint import HISTORY_FILE, read_json
+from pipeline.train.loop import train_loop_per_worker
+
+
+@dataclass
+class TrainOutcome:
+    best_checkpoint: str  # directory (or URI) of the checkpoint with the best validation metric
+    best_metrics: dict[str, Any]
+    latest_checkpoint: str
+    history: list[dict[str, Any]]  # one entry per epoch, across restarts
+    storage_dir: str
+
+
+def build_trainer(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_path: str, name: str,
+                  train_rows: int, callbacks: list | None = None, extra_loop_config: dict | None = None):
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tc = cfg.train
+    # Plain prints from the workers (one line per epoch), instead of Train re-logging each one.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # Each report waits for the controller's poll (2 s by default): with a checkpoint per epoch on
+    # small data that wait would dominate the run time.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    loop_config = {"config": cfg.to_dict(), "preprocessor": preprocessor_state, "train_rows": train_rows, **(extra_loop_config or {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}),
+        datasets=datasets,
+        # preserve_order makes shard contents, and with the seed the whole run, reproducible.
+        dataset_config=DataConfig(datasets_to_split="all", execution_options=ExecutionOptions(preserve_order=True)),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=tc.checkpoints_to_keep, checkpoint_score_attribute=tc.metric, checkpoint_score_order=tc.mode
+            ),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+            callbacks=callbacks,
+            logging_config=LoggingConfig(log_level=os.environ.get("PIPELINE_TRAIN_LOG_LEVEL", "WARNING")),
+        ),
+    )
+
+
+def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_path: str, name: str, train_rows: int,
+        extra_loop_config: dict | None = None) -> TrainOutcome:
+    """Trains (resuming if a run called `name` already has checkpoints in `storage_path`)."""
+    trainer = build_trainer(cfg, datasets, preprocessor_state, storage_path, name, train_rows, extra_loop_config=extra_loop_config)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best, best_metrics = result.get_best_checkpoint(cfg.train.metric, cfg.train.mode), None
+    for ckpt, metrics in result.best_checkpoints:
+        if ckpt.path == best.path:
+            best_metrics = metrics
+    latest = result.checkpoint
+    with latest.as_directory() as path:
+        history = read_json(os.path.join(path, HISTORY_FILE))
+    return TrainOutcome(best.path, best_metrics or {}, latest.path, history, result.path)
