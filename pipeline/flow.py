@@ -126,6 +126,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_metrics.get("epoch"),
             "stopped_early": bool(outcome.history and outcome.history[-1].get("stopped_early")),
+            "resumed_from_epochs": outcome.resumed_from,
             "history": outcome.history,
             "num_workers": tc.num_workers,
             "use_gpu": tc.use_gpu,

@@ -109,3 +109,12 @@ def make_endpoint(task_name: str, request_model):
     endpoint.__annotations__ = {"body": request_model}
     endpoint.__name__ = f"{task_name}_endpoint"
     return endpoint
+
+
+def app_builder(args: dict[str, Any]):
+    """Entry point for Serve config files (`serve deploy cluster/serve_config.yaml`, KubeRay RayService).
+
+    args: registry (path/URI, required on a cluster), tasks (list), reload_interval_s, replica_cpus.
+    """
+    return build_app(Registry(args.get("registry")).root, args.get("tasks"), float(args.get("reload_interval_s", 5.0)),
+                     float(args.get("replica_cpus", 0.0)))

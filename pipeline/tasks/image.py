@@ -176,9 +176,9 @@ class ImageTask(ClassificationTask):
             from pipeline.datasets import digits
 
             arrays = digits.load_digits_arrays()
-            opts.setdefault("shape", list(digits.SHAPE))
-            opts.setdefault("classes", digits.CLASSES)
-            opts.setdefault("pixel_max", digits.PIXEL_MAX)
+            for key, value in (("shape", list(digits.SHAPE)), ("classes", digits.CLASSES), ("pixel_max", digits.PIXEL_MAX)):
+                if opts.get(key) is None:
+                    opts[key] = value
             from ray.data.extensions import TensorArray
 
             frame = pd.DataFrame({"id": arrays["id"], "image": TensorArray(arrays["image"]), "label": arrays["label"]})

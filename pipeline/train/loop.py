@@ -119,7 +119,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     optimizer = make_optimizer(model.parameters(), tc)
 
-    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": []}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as path:
@@ -127,6 +127,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             saved = load_train_state(path)
         optimizer.load_state_dict(saved["optimizer"])
         state = {k: saved[k] for k in state}
+        state["resumed_from"].append(state["epoch"])  # restarts after a failure, or a resumed run
         if rank == 0:
             print(f"[{cfg.task}] resumed from checkpoint after epoch {state['epoch']}", flush=True)
 
@@ -165,6 +166,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 marker = loop_config["fail_marker"]
                 if not os.path.exists(marker):  # fault injection for the resume test: die once
                     open(marker, "w").close()
+                    time.sleep(2.0)  # mid-epoch, after the controller has taken the last report
                     os._exit(1)
 
         model.eval()
@@ -198,7 +200,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 save_model_dir(tmp, model, prep_state, loop_config["config"])
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
-                write_json(os.path.join(tmp, HISTORY_FILE), state["history"])
+                write_json(os.path.join(tmp, HISTORY_FILE), {"epochs": state["history"], "resumed_from": state["resumed_from"]})
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics, checkpoint=None)

@@ -17,6 +17,7 @@ class TrainOutcome:
     best_metrics: dict[str, Any]
     latest_checkpoint: str
     history: list[dict[str, Any]]  # one entry per epoch, across restarts
+    resumed_from: list[int]  # epochs after which training resumed from a checkpoint
     storage_dir: str
 
 
@@ -67,4 +68,4 @@ def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_p
     latest = result.checkpoint
     with latest.as_directory() as path:
         history = read_json(os.path.join(path, HISTORY_FILE))
-    return TrainOutcome(best.path, best_metrics or {}, latest.path, history, result.path)
+    return TrainOutcome(best.path, best_metrics or {}, latest.path, history["epochs"], history["resumed_from"], result.path)

@@ -1,0 +1,29 @@
+# One virtual environment for everything; the CPU build of PyTorch is installed before the project
+# so that pip does not pull a multi-GB CUDA build (override TORCH for a GPU machine: TORCH=torch).
+VENV   ?= .venv
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+PY      = $(VENV)/bin/python
+
+.PHONY: install demo test test-unit lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/pipeline demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+clean:
+	rm -rf runs .pytest_cache

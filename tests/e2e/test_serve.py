@@ -1,0 +1,110 @@
+"""`pipeline serve` in the foreground, queried over HTTP on 127.0.0.1, then stopped with SIGINT."""
+
+import base64
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from tests.conftest import REPO, free_port
+
+
+def request(url: str, payload=None) -> tuple[int, dict]:
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def server(image_run, ray_cluster):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--registry", str(image_run["registry"]), "--tasks", "image", "--address", ray_cluster.address, "--reload-interval", "0.5"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):  # bounded wait for the app to come up
+        if proc.poll() is not None:
+            pytest.fail(f"pipeline serve exited early:\n{proc.stdout.read()[-3000:]}")
+        try:
+            if request(base + "/healthz")[0] == 200:
+                break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("Serve did not answer /healthz within 120 s")
+    yield base, proc
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_health_and_models(server, image_run):
+    base, _ = server
+    assert request(base + "/healthz") == (200, {"status": "ok", "tasks": ["image"]})
+    status, body = request(base + "/models")
+    assert status == 200 and body["models"][0]["run_id"] == image_run["metrics"]["run_id"]
+    assert request(base + "/openapi.json")[0] == 200
+
+
+def test_test_images_get_the_right_class(server):
+    base, _ = server
+    digits = load_digits()
+    hits = 0
+    for i in range(0, 100, 5):
+        status, body = request(base + "/image/predict", {"pixels": digits.images[i].tolist()})
+        assert status == 200
+        assert set(body["probabilities"]) == {str(d) for d in range(10)}
+        assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
+        hits += body["label"] == str(digits.target[i])
+    assert hits >= 19
+
+
+def test_png_request(server):
+    base, _ = server
+    digits = load_digits()
+    buf = io.BytesIO()
+    Image.fromarray((digits.images[3] * 255 / 16).astype(np.uint8)).save(buf, format="PNG")
+    status, body = request(base + "/image/predict", {"image_png_base64": base64.b64encode(buf.getvalue()).decode()})
+    assert status == 200 and body["label"] == str(digits.target[3])
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"pixels": [[1.0, 2.0], [3.0, 4.0]]}, "pixels"),
+    ({"pixels": [["a"] * 8] * 8}, "pixels"),
+    ({"pixels": [[1.0] * 8] * 7 + [[1.0] * 3]}, "pixels"),
+    ({}, "pixels"),
+    ({"image_png_base64": "not a png"}, "image_png_base64"),
+])
+def test_bad_requests_answer_422_naming_the_field(server, payload, field):
+    base, _ = server
+    status, body = request(base + "/image/predict", payload)
+    assert status == 422
+    assert field in json.dumps(body["detail"])
+
+
+def test_sigint_shuts_down_cleanly(server):
+    _, proc = server
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("pipeline serve did not stop within 90 s of SIGINT")
+    assert proc.returncode == 0, out[-2000:]
+    assert "shutting down Serve" in out

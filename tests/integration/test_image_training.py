@@ -1,0 +1,80 @@
+"""Ray Train on the image task: reproducible runs, resume after a killed worker, batch inference."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.flow import run_pipeline
+from pipeline.registry import Registry
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+QUICK = {"train.epochs": 3, "train.early_stopping.patience": 0}
+
+
+def quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("image-runs")
+    metrics = run_pipeline(load_config("image", overrides=QUICK), str(root / "a"), Registry(str(root / "registry")), log=quiet)
+    return root, metrics
+
+
+def test_run_writes_the_metrics_contract(first_run):
+    root, metrics = first_run
+    on_disk = json.loads((root / "a" / "metrics.json").read_text())
+    assert on_disk["task"] == "image" and on_disk["run_id"] == metrics["run_id"]
+    for split in ("test", "val"):
+        assert 0.9 < on_disk[split]["accuracy"] <= 1.0 and 0.9 < on_disk[split]["macro_f1"] <= 1.0
+    assert on_disk["data"]["rows_in"] == on_disk["data"]["rows_kept"] + on_disk["data"]["rows_quarantined"] == 1797
+    assert set(on_disk["test"]["per_class"]) == {str(i) for i in range(10)}
+    assert len(on_disk["train"]["history"]) == 3
+    for name in ("confusion_matrix.png", "learning_curves.png", "data_report.json", "model/model.safetensors", "model/preprocessor.json"):
+        assert (root / "a" / name).stat().st_size > 0
+    registry = Registry(str(root / "registry"))
+    assert registry.production("image") == metrics["run_id"]
+
+
+def test_same_seed_same_metrics(first_run):
+    root, metrics = first_run
+    again = run_pipeline(load_config("image", overrides=QUICK), str(root / "b"), Registry(str(root / "registry")), promote=False, log=quiet)
+    assert [h["val_loss"] for h in again["train"]["history"]] == [h["val_loss"] for h in metrics["train"]["history"]]
+    assert again["test"]["accuracy"] == metrics["test"]["accuracy"]
+
+
+def test_training_survives_a_killed_worker(tmp_path):
+    marker = str(tmp_path / "killed-once")
+    metrics = run_pipeline(
+        load_config("image", overrides={**QUICK, "train.max_failures": 1}), str(tmp_path / "run"), Registry(str(tmp_path / "registry")),
+        log=quiet, extra_loop_config={"fail_once_at_epoch": 1, "fail_marker": marker},
+    )
+    assert os.path.exists(marker)  # a worker really died (os._exit) during epoch 2
+    assert metrics["train"]["resumed_from_epochs"] == [1]  # and training went on from epoch 1's checkpoint
+    assert [h["epoch"] for h in metrics["train"]["history"]] == [1, 2, 3]
+    assert metrics["test"]["accuracy"] > 0.9
+
+
+def test_batch_predict_with_the_production_model(first_run, tmp_path):
+    from pipeline.serve.batch import batch_predict
+    from sklearn.datasets import load_digits
+
+    root, metrics = first_run
+    digits = load_digits()
+    ids = np.array([f"d{i:03d}" for i in range(50)])
+    np.savez(tmp_path / "in.npz", id=ids, images=digits.images[:50].astype(np.float32))
+    registry = Registry(str(root / "registry"))
+    rows = batch_predict("image", registry.production_uri("image"), str(tmp_path / "in.npz"), str(tmp_path / "out"))
+    assert rows == 50
+    out = pd.read_parquet(tmp_path / "out")
+    assert {"id", "prediction", "confidence", "probabilities"} <= set(out.columns)
+    out = out.sort_values("id")
+    assert out["id"].tolist() == ids.tolist()
+    accuracy = (out["prediction"].to_numpy() == digits.target[:50].astype(str)).mean()
+    assert accuracy >= 0.9
