@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 
-# Ray 2.60 clusters use token authentication; make every client in this session use the token
-# that `ray start` writes (~/.ray/auth_token), including `ray job submit`.
+# Ray 2.60 clusters use token authentication. The session's head and every client (this process,
+# CLI subprocesses, `ray job submit`) share one token through the environment; ~/.ray is not touched.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", uuid.uuid4().hex)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
