@@ -22,6 +22,8 @@ RAY = str(Path(sys.executable).with_name("ray"))
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", uuid.uuid4().hex)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# As in an activated virtual environment: `python` in a job's entrypoint is this interpreter.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def free_port() -> int:
