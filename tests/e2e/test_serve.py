@@ -23,9 +23,13 @@ def request(url: str, payload=None) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except json.JSONDecodeError:  # e.g. the proxy's plain-text 404 before the app is deployed
+        return status, {"raw": raw.decode(errors="replace")}
 
 
 @pytest.fixture(scope="module")
