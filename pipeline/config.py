@@ -41,6 +41,7 @@ class SplitConfig:
 @dataclass
 class DataConfig:
     source: str = "builtin"  # "builtin" (embedded data set) or a path / glob / URI
+    test_source: str | None = None  # rows used as the test split as they are ("builtin": the embedded test file)
     format: str = "auto"  # auto | csv | tsv | parquet | json | text | images | numpy
     options: dict[str, Any] = field(default_factory=dict)  # task-specific reading options
     schema: dict[str, str] = field(default_factory=dict)  # column -> type
@@ -147,14 +148,22 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict[str, 
     cfg = from_dict(PipelineConfig, raw, "")
     cfg.data.split.validate()
     cfg.train.validate()
+    from pipeline.tasks import get_task
+
+    get_task(task).validate_config(cfg)
     return cfg
 
 
-def deep_merge(base: dict, update: dict) -> dict:
+# Sections that describe one table as a whole: a user file that gives one replaces the default
+# instead of merging with it (Adult's columns must not leak into someone else's schema).
+REPLACED_WHOLE = {("data", "schema"), ("data", "options"), ("data", "clean"), ("data", "labeling")}
+
+
+def deep_merge(base: dict, update: dict, path: tuple = ()) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and path + (key,) not in REPLACED_WHOLE:
+            out[key] = deep_merge(out[key], value, path + (key,))
         else:
             out[key] = copy.deepcopy(value)
     return out

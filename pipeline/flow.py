@@ -44,36 +44,58 @@ class Stopwatch:
 
 
 def prepare_data(task, cfg: PipelineConfig, output_dir: str, log: Log = print) -> PreparedData:
+    """ingest -> clean (type coercion, rules, labeling, de-duplication) -> split, with the data report."""
+    from pipeline.data.clean import null_counts
+    from pipeline.data.features import fit_partials
+    from pipeline.data.label import VOTE_PREFIX, function_names, labeling_partial, labeling_stats
+
     os.makedirs(output_dir, exist_ok=True)
     watch = Stopwatch(log, task.name)
     ds = task.read(cfg)
     task.resolve_options(cfg, ds)
-    watch.lap(f"ingest: {cfg.data.source}")
+    watch.lap(f"ingest: {cfg.data.source}" + (f" (+ test: {cfg.data.test_source})" if cfg.data.test_source else ""))
 
-    clean = clean_dataset(ds, task.checks(cfg), task.batch_format)
-    quarantine_path = None
-    if clean.rows_quarantined:
-        quarantine_path = os.path.join(output_dir, "quarantine")
-        shutil.rmtree(quarantine_path, ignore_errors=True)
-        clean.quarantined.repartition(1).write_parquet(quarantine_path)
+    clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None)
+    report: dict[str, Any] = {"task": task.name, "source": cfg.data.source, **clean.summary()}
+    if cfg.data.schema:
+        report["nulls"] = null_counts(clean.annotated, list(cfg.data.schema))
+    lf_names = function_names(cfg.data.labeling) if cfg.data.labeling.get("functions") else []
+    if lf_names:
+        partials = fit_partials(clean.annotated.select_columns([VOTE_PREFIX + n for n in lf_names]),
+                                lambda b: labeling_partial(b, lf_names))
+        report["labeling"] = labeling_stats(partials, lf_names)
+    kept = clean.kept.drop_columns([VOTE_PREFIX + n for n in lf_names]) if lf_names else clean.kept
+    quarantine_path = write_quarantine(clean, os.path.join(output_dir, "quarantine"))
+    report["quarantine_path"] = quarantine_path
     watch.lap(f"clean: kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}")
     if clean.rows_kept == 0:
         raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
                         f"see {quarantine_path} and fix the data or the task's data options")
 
-    splits = split_dataset(clean.kept, cfg.data.split, cfg.seed)
+    splits = split_dataset(kept, cfg.data.split, cfg.seed)
     counts = {name: splits[name].count() for name in SPLITS}
-    if counts["train"] == 0 or counts["val"] == 0:
-        raise DataError(f"too few rows to split ({counts}); need at least one row in train and in val")
     watch.lap("split: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-
-    report = {"task": task.name, "source": cfg.data.source, **clean.summary(), "splits": counts,
-              "quarantine_path": quarantine_path}
-    if task.label_column and cfg.data.split.stratify:
-        report["class_balance"] = {name: dict(sorted(value_counts(splits[name], task.label_column).items())) for name in SPLITS}
+    report["splits"] = counts
+    if task.label_column:
+        report["class_balance"] = {name: dict(sorted(value_counts(splits[name], task.label_column).items()))
+                                   for name in SPLITS if counts[name]}
     write_report(report, output_dir)
     log(format_report(report))
     return PreparedData(splits, clean, report)
+
+
+def write_quarantine(clean: CleanResult, path: str) -> str:
+    """Rejected rows with their `reason` as Parquet; written (with zero rows) even when none were."""
+    shutil.rmtree(path, ignore_errors=True)
+    if clean.rows_quarantined:
+        clean.quarantined.repartition(1).write_parquet(path)
+    else:
+        import pyarrow.parquet as pq
+
+        os.makedirs(path, exist_ok=True)
+        schema = clean.annotated.schema()
+        pq.write_table(getattr(schema, "base_schema", schema).empty_table(), os.path.join(path, "empty.parquet"))
+    return path
 
 
 def featurize(task, cfg: PipelineConfig, splits: dict, log: Log = print):
@@ -100,6 +122,9 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     output_dir = os.path.abspath(output_dir)
     run_id = run_id or new_run_id(task.name)
     prepared = prepare_data(task, cfg, output_dir, log)
+    counts = prepared.report["splits"]
+    if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
+        raise DataError(f"too few rows to train and evaluate ({counts}); every split needs at least one row")
     preprocessor, features = featurize(task, cfg, prepared.splits, log)
 
     tc = cfg.train

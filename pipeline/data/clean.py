@@ -1,7 +1,9 @@
-"""Cleaning: every row either passes all checks or goes to quarantine with the reason it failed.
+"""Cleaning: every row either passes all steps or goes to quarantine with the reason it failed.
 
-A check is a pure function `batch -> array of reasons` ("" where the row is fine). The first
-failing check names the reason; counts always reconcile: rows_in == rows_kept + rows_quarantined.
+A step is a function `batch -> (batch, reasons)`: it may transform the batch (type coercion,
+labeling) and names a reason ("" where the row is fine) for each row it rejects. The first failing
+step names the row's reason. De-duplication on key columns runs after the steps, over the rows that
+passed. Counts always reconcile: rows_in == rows_kept + rows_quarantined.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 REASON_COLUMN = "reason"
-Check = Callable[[Any], np.ndarray]
+DEDUP_HASH = "_dedup_hash"
+Step = Callable[[Any], tuple[Any, np.ndarray]]
 
 
 def first_reason(reason_arrays: list[np.ndarray], n: int) -> np.ndarray:
-    """Per row, the first non-empty reason over the checks (checks run in order)."""
+    """Per row, the first non-empty reason over the steps (steps run in order)."""
     out = np.full(n, "", dtype=object)
     for reasons in reason_arrays:
         empty = out == ""
@@ -25,13 +28,21 @@ def first_reason(reason_arrays: list[np.ndarray], n: int) -> np.ndarray:
     return out
 
 
-def annotate_batch(batch, checks: list[Check]):
+def annotate_batch(batch, steps: list[Step], dedup_keys: list[str] | None = None, seed: int = 0):
     n = len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
-    reasons = first_reason([check(batch) for check in checks], n)
+    reasons = np.full(n, "", dtype=object)
+    for step in steps:
+        batch, step_reasons = step(batch)
+        empty = reasons == ""
+        reasons[empty] = np.asarray(step_reasons, dtype=object)[empty]
     if isinstance(batch, dict):
         batch[REASON_COLUMN] = reasons.astype(str)
     else:
         batch[REASON_COLUMN] = pd.array(reasons.astype(str), dtype="string")
+        if dedup_keys:
+            from pipeline.data.split import stable_hash
+
+            batch[DEDUP_HASH] = stable_hash(batch[dedup_keys], seed)
     return batch
 
 
@@ -43,6 +54,7 @@ class CleanResult:
     rows_kept: int
     rows_quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
+    annotated: Any = None  # every row with its reason (materialised), for report statistics
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -53,15 +65,46 @@ class CleanResult:
         }
 
 
-def clean_dataset(ds, checks: list[Check], batch_format: str = "pandas") -> CleanResult:
-    """Annotates each row with its reason (one pass, materialised) and splits kept from quarantined."""
-    annotated = ds.map_batches(annotate_batch, fn_args=(checks,), batch_format=batch_format).materialize()
+def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_keys: list[str] | None = None) -> CleanResult:
+    """Annotates each row with its reason (one streaming pass, materialised in the object store),
+    de-duplicates, and splits kept rows from quarantined ones."""
+    annotated = ds.map_batches(annotate_batch, fn_args=(steps, dedup_keys), batch_format=batch_format).materialize()
+    if dedup_keys:
+        annotated = mark_duplicates(annotated)
     reasons = value_counts(annotated, REASON_COLUMN)
     rows_in = sum(reasons.values())
     rows_kept = reasons.pop("", 0)
     kept = annotated.filter(expr=f"{REASON_COLUMN} == ''").drop_columns([REASON_COLUMN])
     quarantined = annotated.filter(expr=f"{REASON_COLUMN} != ''")
-    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons)
+    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated)
+
+
+def mark_duplicates(annotated):
+    """Quarantines all but the first row (in file and line order, when known) of each key.
+
+    Only the key hashes of valid rows travel to the driver; rows whose key repeats (usually few)
+    are resolved there and the rest of the data never leaves the object store.
+    """
+    import ray.data
+
+    valid = annotated.filter(expr=f"{REASON_COLUMN} == ''").select_columns([DEDUP_HASH]).to_pandas()
+    hashes = valid[DEDUP_HASH] if DEDUP_HASH in valid else pd.Series([], dtype=np.uint64)
+    repeated = set(hashes[hashes.duplicated()].to_numpy(np.uint64).tolist())
+    if not repeated:
+        return annotated.drop_columns([DEDUP_HASH])
+
+    def is_repeated(batch: pd.DataFrame) -> np.ndarray:
+        return batch[DEDUP_HASH].isin(repeated).to_numpy() & (batch[REASON_COLUMN] == "").to_numpy(dtype=bool)
+
+    unique = annotated.map_batches(lambda b: b[~is_repeated(b)], batch_format="pandas")
+    dups = annotated.map_batches(lambda b: b[is_repeated(b)], batch_format="pandas").to_pandas()
+    order = [c for c in ("_source", "_record") if c in dups.columns]
+    dups = dups.sort_values([DEDUP_HASH, *order], kind="stable") if order else dups
+    later = dups[DEDUP_HASH].duplicated().to_numpy()
+    reasons = dups[REASON_COLUMN].to_numpy(dtype=object)
+    reasons[later] = "duplicate"
+    dups[REASON_COLUMN] = pd.array(reasons.astype(str), dtype="string")
+    return unique.union(ray.data.from_pandas(dups)).drop_columns([DEDUP_HASH]).materialize()
 
 
 def value_counts(ds, column: str) -> dict:
@@ -75,3 +118,20 @@ def value_counts(ds, column: str) -> dict:
     if parts.empty:
         return {}
     return {str(k): int(v) for k, v in parts.groupby("value")["n"].sum().items()}
+
+
+def null_counts(annotated, columns: list[str]) -> dict[str, int]:
+    """Missing values per column in the input ("?" and blanks included), not counting rows the reader
+    could not parse or values that failed type coercion (those have their own reasons)."""
+    from pipeline.data.features import fit_partials
+
+    if not columns:
+        return {}
+
+    def partial(batch: pd.DataFrame) -> dict:
+        reasons = batch[REASON_COLUMN].astype(str)
+        parsed = reasons != "malformed_row"
+        return {c: int((batch[c].isna() & parsed & (reasons != f"type:{c}")).sum()) for c in columns}
+
+    partials = fit_partials(annotated.select_columns([*columns, REASON_COLUMN]), partial)
+    return {c: sum(p[c] for p in partials) for c in columns}

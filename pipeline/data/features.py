@@ -11,6 +11,7 @@ import json
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
 
 def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas", batch_size: int = 8192) -> list[dict]:
@@ -72,3 +73,126 @@ def merge_moments(partials: list[dict]) -> tuple[float, float]:
 def moments(values: np.ndarray) -> dict:
     values = np.asarray(values, dtype=np.float64)
     return {"sum": float(values.sum()), "sumsq": float((values**2).sum()), "count": int(values.size)}
+
+
+class TableFeatures(Preprocessor):
+    """Numeric standardisation (optional log1p) and one-hot / ordinal categoricals, fitted on train.
+
+    Imputation values (mean, median, mode, constant) come from the training split too. A category
+    not seen in training (or too rare: `min_frequency`) maps to the `unknown` bucket.
+    """
+
+    def __init__(self, numeric: list[str], categorical: list[str], label_column: str | None = "label",
+                 log1p: list[str] | None = None, encoding: str = "onehot", min_frequency: int = 1,
+                 imputation: dict[str, dict] | None = None, state: dict | None = None):
+        if encoding not in ("onehot", "ordinal"):
+            raise ValueError(f"features.encoding must be onehot or ordinal, not {encoding!r}")
+        self.numeric, self.categorical, self.label_column = list(numeric), list(categorical), label_column
+        self.log1p, self.encoding, self.min_frequency = set(log1p or []), encoding, int(min_frequency)
+        self.imputation = imputation or {}
+        self.stats: dict[str, Any] = state or {}
+        self.labels = LabelEncoder(self.stats["classes"]) if self.stats.get("classes") else None
+
+    # --- fitting -------------------------------------------------------------------------------
+    def partial(self, batch) -> dict:
+        out: dict[str, Any] = {}
+        for col in self.numeric:
+            values = to_numbers(batch[col])
+            values = values[np.isfinite(values)]
+            uniq, counts = np.unique(values, return_counts=True)
+            out[col] = {"values": uniq.tolist(), "counts": counts.tolist(),
+                        **moments(np.log1p(np.maximum(values, 0)) if col in self.log1p else values)}
+        for col in self.categorical:
+            counts = to_text(batch[col]).value_counts()
+            out[col] = {str(k): int(v) for k, v in counts.items()}
+        if self.label_column:
+            out["__labels__"] = sorted(set(to_text(batch[self.label_column]).dropna()))
+        return out
+
+    def fit(self, train_ds):
+        partials = fit_partials(train_ds, self.partial)
+        if not partials:
+            raise ValueError("cannot fit features on an empty training split")
+        stats: dict[str, Any] = {"numeric": {}, "categorical": {}}
+        for col in self.numeric:
+            merged: dict[float, int] = {}
+            for p in partials:
+                for v, c in zip(p[col]["values"], p[col]["counts"]):
+                    merged[v] = merged.get(v, 0) + c
+            values = np.array(sorted(merged)) if merged else np.array([0.0])
+            counts = np.array([merged[v] for v in values]) if merged else np.array([1])
+            mean, std = merge_moments([p[col] for p in partials]) if sum(p[col]["count"] for p in partials) else (0.0, 1.0)
+            raw_mean = float((values * counts).sum() / counts.sum())
+            median = float(values[np.searchsorted(np.cumsum(counts), (counts.sum() + 1) / 2)])
+            strategy = self.imputation.get(col, {}).get("strategy", "mean")
+            fill = {"mean": raw_mean, "median": median, "constant": self.imputation.get(col, {}).get("fill_value")}.get(strategy, raw_mean)
+            stats["numeric"][col] = {"mean": mean, "std": std, "fill": float(fill if fill is not None else raw_mean)}
+        for col in self.categorical:
+            counts: dict[str, int] = {}
+            for p in partials:
+                for k, v in p[col].items():
+                    counts[k] = counts.get(k, 0) + v
+            vocab = sorted((k for k, v in counts.items() if v >= self.min_frequency), key=lambda k: (-counts[k], k))
+            rule = self.imputation.get(col, {})
+            fill = rule.get("fill_value") if rule.get("strategy") == "constant" else (vocab[0] if rule.get("strategy") == "mode" and vocab else None)
+            stats["categorical"][col] = {"vocab": vocab, "fill": None if fill is None else str(fill)}
+        if self.label_column:
+            stats["classes"] = sorted({c for p in partials for c in p["__labels__"]})
+            self.labels = LabelEncoder(stats["classes"])
+        self.stats = stats
+        return self
+
+    # --- transforming --------------------------------------------------------------------------
+    def width(self) -> int:
+        cats = self.stats["categorical"]
+        per_cat = (lambda c: len(cats[c]["vocab"]) + 1) if self.encoding == "onehot" else (lambda c: 1)
+        return len(self.numeric) + sum(per_cat(c) for c in self.categorical)
+
+    def transform(self, batch, with_target=True):
+        n = len(batch)
+        x = np.zeros((n, self.width()), dtype=np.float32)
+        for j, col in enumerate(self.numeric):
+            s = self.stats["numeric"][col]
+            values = to_numbers(batch[col])
+            values = np.where(np.isfinite(values), values, s["fill"])
+            if col in self.log1p:
+                values = np.log1p(np.maximum(values, 0))
+            x[:, j] = (values - s["mean"]) / s["std"]
+        offset = len(self.numeric)
+        for col in self.categorical:
+            s = self.stats["categorical"][col]
+            text = to_text(batch[col])
+            if s["fill"] is not None:
+                text = text.fillna(s["fill"])
+            codes = pd.Categorical(text, categories=s["vocab"]).codes.astype(np.int64)
+            unknown = len(s["vocab"])
+            codes = np.where(codes < 0, unknown, codes)
+            if self.encoding == "onehot":
+                x[np.arange(n), offset + codes] = 1.0
+                offset += unknown + 1
+            else:
+                x[:, offset] = codes
+                offset += 1
+        out = {"x": x}
+        if with_target:
+            out["y"] = self.labels.encode(to_text(batch[self.label_column]).to_numpy(dtype=object))
+        return out
+
+    def state(self):
+        return {"kind": "table", "numeric": self.numeric, "categorical": self.categorical, "label_column": self.label_column,
+                "log1p": sorted(self.log1p), "encoding": self.encoding, "min_frequency": self.min_frequency,
+                "imputation": self.imputation, "stats": self.stats}
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(state["numeric"], state["categorical"], state["label_column"], state["log1p"], state["encoding"],
+                   state["min_frequency"], state["imputation"], state["stats"])
+
+
+def to_numbers(values) -> np.ndarray:
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def to_text(values) -> pd.Series:
+    text = pd.Series(values).astype("string").str.strip()
+    return text.mask(text == "")

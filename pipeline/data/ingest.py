@@ -39,6 +39,9 @@ def resolve_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
             return fs, files
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
+            bucket = path.split("/")[0]
+            if isinstance(fs, pafs.S3FileSystem) and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise DataError(f"bucket not found: {bucket} (reading {uri})")
             raise DataError(f"input not found: {uri}")
         if info.type == pafs.FileType.Directory:
             infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
@@ -56,31 +59,80 @@ def infer_format(files: list[str], fmt: str = "auto") -> str:
         if fmt not in FORMATS:
             raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         return fmt
-    found = {FORMAT_BY_EXTENSION.get(posixpath.splitext(f)[1].lower()) for f in files}
+    found = {FORMAT_BY_EXTENSION.get(posixpath.splitext(strip_compression(f))[1].lower()) for f in files}
     found.discard(None)
     if len(found) != 1:
         raise DataError(f"cannot tell the format from the file names ({files[0]} ...); pass --format / data.format")
     return found.pop()
 
 
-def read_dataset(uri: str, fmt: str = "auto", options: dict[str, Any] | None = None):
-    """Reads `uri` into a Ray Dataset; `options` are reader options (e.g. column names for CSV)."""
+def strip_compression(path: str) -> str:
+    root, ext = posixpath.splitext(path)
+    return root if ext.lower() in (".gz", ".bz2", ".zst", ".lz4", ".br") else path
+
+
+def read_dataset(uri: str, fmt: str = "auto", options: dict[str, Any] | None = None, schema: dict[str, str] | None = None):
+    """Reads `uri` into a Ray Dataset.
+
+    `options` are reader options (CSV: column_names, header, skip_rows, delimiter, quote_char);
+    `schema` (column -> type) is checked before any Ray work: a source that lacks a declared column or
+    holds it in an incompatible type fails with one message listing every such column.
+    """
     import ray.data
 
     options = dict(options or {})
     fs, files = resolve_paths(uri)
     fmt = infer_format(files, fmt)
+    if fmt in ("csv", "tsv"):
+        from pipeline.data.csv_source import CSVLayout, QuarantiningCSVDatasource
+
+        layout = CSVLayout(options, "\t" if fmt == "tsv" else ",")
+        if schema:
+            check_csv_schema(uri, fs, files[0], layout, schema, options.get("na_values", []))
+        return ray.data.read_datasource(QuarantiningCSVDatasource(files, layout, filesystem=fs))
     if fmt == "parquet":
-        return ray.data.read_parquet(files, filesystem=fs)
-    if fmt == "json":
-        return ray.data.read_json(files, filesystem=fs, lines=True)
-    if fmt == "text":
-        return ray.data.read_text(files, filesystem=fs, include_paths=True)
-    if fmt == "images":
+        ds = ray.data.read_parquet(files, filesystem=fs)
+    elif fmt == "json":
+        ds = ray.data.read_json(files, filesystem=fs)  # newline-delimited JSON (pyarrow reader)
+    elif fmt == "text":
+        ds = ray.data.read_text(files, filesystem=fs, include_paths=True)
+    elif fmt == "images":
         return ray.data.read_images(files, filesystem=fs, include_paths=True, mode=options.get("mode", "L"))
-    if fmt == "numpy":
+    else:
         return read_numpy_arrays(fs, files)
-    raise DataError(f"format {fmt!r} is not readable by this reader")
+    if schema:
+        from pipeline.data.schema import arrow_kind, check_columns
+
+        arrow_schema = ds.schema().base_schema if hasattr(ds.schema(), "base_schema") else ds.schema()
+        check_columns(uri, {f.name: arrow_kind(f.type) for f in arrow_schema}, schema)
+    return ds
+
+
+def check_csv_schema(uri: str, fs, first_file: str, layout, schema: dict[str, str], na_values: list[str]) -> None:
+    """Column names from the header (or config), types from the first rows of the first file."""
+    import io
+
+    import pandas as pd
+
+    from pipeline.data.schema import NUMERIC, check_columns, coerce
+
+    with fs.open_input_stream(first_file) as fh:
+        head = fh.read(1 << 16)
+    names = layout.names_from_head(head, first_file)
+    lines = head.decode("utf-8", errors="replace").splitlines()[layout.lines_to_skip:-1][:200]
+    found = {name: "string" for name in names}
+    try:
+        sample = pd.read_csv(io.StringIO("\n".join(lines)), names=names, header=None, dtype=str,
+                             sep=layout.delimiter, quoting=3 if layout.quote_char is False else 0, on_bad_lines="skip")
+    except (ValueError, pd.errors.ParserError):
+        sample = pd.DataFrame(columns=names)
+    for column, kind in schema.items():
+        if kind in NUMERIC and column in sample and len(sample):
+            _, bad = coerce(sample[column], kind, set(na_values))
+            present = sample[column].notna().to_numpy()
+            if present.any() and bad[present].all():  # not one value is a number: the column is mistyped
+                found[column] = "text"
+    check_columns(uri, found, schema)
 
 
 def read_numpy_arrays(fs: pafs.FileSystem, files: list[str]):

@@ -27,7 +27,7 @@ def format_report(report: dict[str, Any]) -> str:
         for name, stats in report["labeling"].items():
             lines.append(f"  labeling {name}: coverage {stats['coverage']:.1%}, conflicts {stats['conflicts']:.1%}")
     if report.get("quarantine_path"):
-        lines.append(f"  quarantined rows with their reason: {report['quarantine_path']}")
+        lines.append(f"  quarantine (rows with their reason): {report['quarantine_path']}")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from pipeline.errors import DataError
 SPLITS = ("train", "val", "test")
 HASH_COLUMN = "_split_hash"
 SPLIT_COLUMN = "_split"
+HOLDOUT_COLUMN = "_holdout"  # rows of a separate test source: always test
 
 
 def stable_hash(frame: pd.DataFrame, seed: int) -> np.ndarray:
@@ -80,6 +81,11 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
         raise DataError(f"split method {method!r} needs column(s) {', '.join(missing)}, not in the data ({', '.join(sorted(columns))})")
 
     hash_columns = [cfg.group] if method == "grouped" else cfg.key
+    has_holdout = HOLDOUT_COLUMN in columns
+    ratios = list(cfg.ratios)
+    if has_holdout:  # a separate test source is the test split; train and val share the rest
+        share = ratios[0] + ratios[1]
+        ratios = [ratios[0] / share, ratios[1] / share, 0.0]
 
     def add_hash(batch: pd.DataFrame) -> pd.DataFrame:
         batch[HASH_COLUMN] = stable_hash(batch[hash_columns], seed)
@@ -87,7 +93,6 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
 
     hashed = ds.map_batches(add_hash, batch_format="pandas") if method != "temporal" else ds
     if method in ("random", "grouped"):
-        ratios = cfg.ratios
 
         def assign(batch: pd.DataFrame) -> pd.DataFrame:
             batch[SPLIT_COLUMN] = assign_by_threshold(unit_interval(batch[HASH_COLUMN].to_numpy()), ratios)
@@ -96,8 +101,10 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     elif method == "stratified":
         hashed = hashed.materialize()
         # Only two narrow columns travel to the driver to find per-class cut points.
-        keys = hashed.select_columns([cfg.stratify, HASH_COLUMN]).to_pandas()
-        cutoffs = stratum_cutoffs(keys[cfg.stratify].to_numpy(), keys[HASH_COLUMN].to_numpy(np.uint64), cfg.ratios)
+        keys = hashed.select_columns([cfg.stratify, HASH_COLUMN, *([HOLDOUT_COLUMN] if has_holdout else [])]).to_pandas()
+        if has_holdout:
+            keys = keys[~keys[HOLDOUT_COLUMN].astype(bool)]
+        cutoffs = stratum_cutoffs(keys[cfg.stratify].to_numpy(), keys[HASH_COLUMN].to_numpy(np.uint64), ratios)
         stratify = cfg.stratify
 
         def assign(batch: pd.DataFrame) -> pd.DataFrame:
@@ -106,8 +113,9 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
 
     else:  # temporal: oldest rows train, newest test
         hashed = hashed.materialize()
-        times = hashed.select_columns([cfg.time]).to_pandas()[cfg.time].to_numpy()
-        c_train, c_val = time_cutoffs(times, cfg.ratios)
+        frame = hashed.select_columns([cfg.time, *([HOLDOUT_COLUMN] if has_holdout else [])]).to_pandas()
+        times = (frame[~frame[HOLDOUT_COLUMN].astype(bool)] if has_holdout else frame)[cfg.time].to_numpy()
+        c_train, c_val = time_cutoffs(times, ratios)
         time_col = cfg.time
 
         def assign(batch: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +132,14 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
             batch[SPLIT_COLUMN] = out
             return batch
 
-    labelled = hashed.map_batches(assign, batch_format="pandas").materialize()
+    def assign_with_holdout(batch: pd.DataFrame) -> pd.DataFrame:
+        batch = assign(batch)
+        if has_holdout:
+            held = batch[HOLDOUT_COLUMN].to_numpy(dtype=bool)
+            batch[SPLIT_COLUMN] = np.where(held, 2, batch[SPLIT_COLUMN].to_numpy()).astype(np.int8)
+        return batch
+
+    labelled = hashed.map_batches(assign_with_holdout, batch_format="pandas").materialize()
     return {
         name: labelled.filter(expr=f"{SPLIT_COLUMN} == {i}").drop_columns([SPLIT_COLUMN]).materialize()
         for i, name in enumerate(SPLITS)

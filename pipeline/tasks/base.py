@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.config import PipelineConfig
-from pipeline.data.clean import Check
+from pipeline.data.clean import Step
 from pipeline.data.features import Preprocessor
 
 
@@ -33,6 +33,15 @@ class Task:
     passthrough_columns: ClassVar[list[str] | None] = None  # batch inference keeps these (None: all inputs)
 
     # --- data -------------------------------------------------------------------------------
+    def validate_config(self, cfg: PipelineConfig) -> None:
+        """Config errors a user can make, caught at load time with the offending key named."""
+        from pipeline.data.label import validate_labeling
+        from pipeline.data.rules import validate_rules
+
+        target = {cfg.data.labeling.get("target", "label")} if cfg.data.labeling else set()
+        validate_rules(cfg.data, target)
+        validate_labeling(cfg.data.labeling, set(cfg.data.schema))
+
     def read(self, cfg: PipelineConfig, labelled: bool = True):
         """Raw rows from `cfg.data.source`; `labelled=False` for inference inputs without labels."""
         raise NotImplementedError
@@ -40,8 +49,15 @@ class Task:
     def resolve_options(self, cfg: PipelineConfig, ds) -> None:
         """Fills data options left to be inferred from the data (called once, after ingest)."""
 
-    def checks(self, cfg: PipelineConfig) -> list[Check]:
-        return []
+    def checks(self, cfg: PipelineConfig) -> list[Step]:
+        """Cleaning steps: by default the configured type coercion, column rules and labeling."""
+        from pipeline.data.label import LabelingStep
+        from pipeline.data.rules import rule_steps
+
+        steps = rule_steps(cfg.data)
+        if cfg.data.labeling.get("functions"):
+            steps.append(LabelingStep(cfg.data.labeling))
+        return steps
 
     def make_preprocessor(self, cfg: PipelineConfig) -> Preprocessor:
         raise NotImplementedError
@@ -78,6 +94,10 @@ class Task:
     def example_request(self) -> tuple[dict, Any]:
         """A request for the demo and docs, with the answer expected from a good model (or None)."""
         raise NotImplementedError
+
+    def feature_columns(self, cfg: PipelineConfig) -> list[str]:
+        """Input columns an unlabelled source must hold (batch inference)."""
+        return []
 
     def answer(self, request: dict, predictor) -> Any:
         """The HTTP/CLI answer to one validated request (raises RequestError for a 422)."""

@@ -98,25 +98,25 @@ def image_shapes(images) -> list[tuple]:
 
 def shape_check(shape: tuple):
     def check(batch):
-        return np.array(["" if s == shape else "wrong_shape" for s in image_shapes(batch["image"])], dtype=object)
+        return batch, np.array(["" if s == shape else "wrong_shape" for s in image_shapes(batch["image"])], dtype=object)
     return check
 
 
-def nan_check(batch) -> np.ndarray:
+def nan_check(batch):
     images = batch["image"]
     if images.dtype != object:
         bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
     else:
         bad = np.array([not np.isfinite(np.asarray(img, dtype=np.float64)).all() for img in images])
-    return np.where(bad, "nan_pixels", "").astype(object)
+    return batch, np.where(bad, "nan_pixels", "").astype(object)
 
 
 def label_check(classes: list[str]):
-    known = set(classes)
+    known = list(classes)
 
     def check(batch):
         labels = np.asarray(batch["label"]).astype(str)
-        return np.where(labels == "", "missing_label", np.where(np.isin(labels, list(known)), "", "unknown_label")).astype(object)
+        return batch, np.where(labels == "", "missing_label", np.where(np.isin(labels, known), "", "unknown_label")).astype(object)
     return check
 
 

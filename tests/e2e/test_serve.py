@@ -33,11 +33,11 @@ def request(url: str, payload=None) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def server(image_run, ray_cluster):
+def server(image_run, tabular_run, ray_cluster):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--registry", str(image_run["registry"]), "--tasks", "image", "--address", ray_cluster.address, "--reload-interval", "0.5"],
+         "--registry", str(image_run["registry"]), "--tasks", "image", "tabular", "--address", ray_cluster.address, "--reload-interval", "0.5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -60,9 +60,10 @@ def server(image_run, ray_cluster):
 
 def test_health_and_models(server, image_run):
     base, _ = server
-    assert request(base + "/healthz") == (200, {"status": "ok", "tasks": ["image"]})
+    assert request(base + "/healthz") == (200, {"status": "ok", "tasks": ["image", "tabular"]})
     status, body = request(base + "/models")
     assert status == 200 and body["models"][0]["run_id"] == image_run["metrics"]["run_id"]
+    assert body["models"][1]["task"] == "tabular" and body["models"][1]["loaded"]
     assert request(base + "/openapi.json")[0] == 200
 
 
@@ -100,6 +101,36 @@ def test_bad_requests_answer_422_naming_the_field(server, payload, field):
     status, body = request(base + "/image/predict", payload)
     assert status == 422
     assert field in json.dumps(body["detail"])
+
+
+ADULT_RECORDS = [  # rows 1 and 3 of adult.test, with their true labels
+    ({"age": 25, "workclass": "Private", "fnlwgt": 226802, "education": "11th", "education_num": 7,
+      "marital_status": "Never-married", "occupation": "Machine-op-inspct", "relationship": "Own-child", "race": "Black",
+      "sex": "Male", "capital_gain": 0, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}, "<=50K"),
+    ({"age": 44, "workclass": "Private", "fnlwgt": 160323, "education": "Some-college", "education_num": 10,
+      "marital_status": "Married-civ-spouse", "occupation": "Machine-op-inspct", "relationship": "Husband", "race": "Black",
+      "sex": "Male", "capital_gain": 7688, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}, ">50K"),
+]
+
+
+def test_tabular_records_get_the_right_class(server):
+    base, _ = server
+    for record, label in ADULT_RECORDS:
+        status, body = request(base + "/tabular/predict", record)
+        assert status == 200, body
+        assert body["label"] == label and set(body["probabilities"]) == {"<=50K", ">50K"}
+    missing_value = {**ADULT_RECORDS[0][0], "workclass": None}  # imputed, as in training
+    assert request(base + "/tabular/predict", missing_value)[0] == 200
+
+
+def test_tabular_bad_records_answer_422_naming_fields(server):
+    base, _ = server
+    record = dict(ADULT_RECORDS[0][0])
+    del record["age"]
+    status, body = request(base + "/tabular/predict", {**record, "salary": 10})
+    assert status == 422 and "missing field(s): age" in body["detail"] and "unknown field(s): salary" in body["detail"]
+    status, body = request(base + "/tabular/predict", {**ADULT_RECORDS[0][0], "hours_per_week": "lots"})
+    assert status == 422 and "hours_per_week" in body["detail"]
 
 
 def test_sigint_shuts_down_cleanly(server):

@@ -61,3 +61,13 @@ def test_parse_override_reads_yaml_values():
     assert parse_override("data.split.ratios=[0.8, 0.1, 0.1]") == ("data.split.ratios", [0.8, 0.1, 0.1])
     with pytest.raises(ConfigError):
         parse_override("no-equals-sign")
+
+
+def test_a_user_table_description_replaces_the_default_one(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("data:\n  schema: {a: int, b: category}\n  clean: {a: {required: true}}\n"
+                    "  labeling: {}\nfeatures: {numeric: [a], categorical: [b], log1p: []}\n")
+    cfg = load_config("tabular", path)
+    assert cfg.data.schema == {"a": "int", "b": "category"}
+    assert cfg.data.clean == {"a": {"required": True}}
+    assert cfg.features["encoding"] == "onehot"  # other sections still merge key by key

@@ -29,7 +29,7 @@ def batch_with_bad_rows():
 def test_checks_name_the_first_problem_per_row():
     cfg = load_config("image", overrides={"data.options.shape": [8, 8], "data.options.classes": CLASSES})
     batch = batch_with_bad_rows()
-    reasons = first_reason([check(batch) for check in ImageTask().checks(cfg)], 5)
+    reasons = first_reason([check(batch)[1] for check in ImageTask().checks(cfg)], 5)
     assert reasons.tolist() == ["", "wrong_shape", "nan_pixels", "unknown_label", "missing_label"]
 
 

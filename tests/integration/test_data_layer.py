@@ -1,0 +1,191 @@
+"""The data stages on messy real-world input: formats, URIs, schema, rules, labeling, dedup, splits."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline.config import SplitConfig, load_config
+from pipeline.data.split import split_dataset
+from pipeline.errors import DataError
+from pipeline.flow import prepare_data, run_pipeline
+from pipeline.registry import Registry
+from pipeline.tasks import get_task
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+MESSY_CSV = """id,age,city,score,label
+1,34,Paris,0.5,yes
+2,41,Lyon,0.7,no
+3,29,Paris
+4,abc,Nice,0.1,yes
+5,52,Nice,nan,no
+6,-5,Lyon,0.2,yes
+7,38,Paris,0.9,maybe
+2,41,Lyon,0.7,no
+8,,Lyon,0.3,no
+9,60,Lyon,0.4,yes,extra
+10,25,Paris,0.6,no
+"""
+
+CONFIG = {
+    "data": {
+        "test_source": None,
+        "options": {"na_values": ["?"]},
+        "schema": {"id": "int", "age": "int", "city": "category", "score": "float", "label": "string"},
+        "clean": {"age": {"required": True, "range": {"gt": 0}}, "score": {"required": True},
+                  "label": {"allowed": ["yes", "no"]}},
+        "dedup": ["id"],
+        "labeling": {},
+        "split": {"method": "random", "ratios": [0.6, 0.2, 0.2], "key": ["id"], "stratify": None},
+    },
+    "features": {"numeric": ["age", "score"], "categorical": ["city"], "log1p": []},
+}
+
+
+def tabular_config(tmp_path, source, **data):
+    raw = json.loads(json.dumps(CONFIG))
+    raw["data"].update(source=str(source), **data)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config("tabular", path, {"data.format": "auto"})
+
+
+def quiet(_):
+    pass
+
+
+def test_messy_csv_rows_are_quarantined_with_reasons(tmp_path):
+    (tmp_path / "messy.csv").write_text(MESSY_CSV)
+    cfg = tabular_config(tmp_path, tmp_path / "messy.csv")
+    prepared = prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), quiet)
+    report = prepared.report
+    assert report["rows_in"] == 11 == report["rows_kept"] + report["rows_quarantined"]
+    assert report["quarantined_by_reason"] == {"malformed_row": 2, "type:age": 1, "type:score": 1, "range:age": 1,
+                                               "allowed:label": 1, "missing:age": 1, "duplicate": 1}
+    assert report["rows_kept"] == 3
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine")
+    assert len(quarantine) == 8 and quarantine["reason"].notna().all()
+    malformed = quarantine[quarantine["reason"] == "malformed_row"]["_malformed"].tolist()
+    assert any("line 4: expected 5 fields, got 3: 3,29,Paris" in m for m in malformed)
+    duplicate = quarantine[quarantine["reason"] == "duplicate"]
+    assert duplicate["_record"].tolist() == [6]  # the later copy of id 2 goes; the first stays
+    on_disk = json.loads((tmp_path / "out" / "data_report.json").read_text())
+    assert on_disk["nulls"]["age"] == 1
+
+
+def test_the_same_table_in_every_format_and_a_glob(tmp_path):
+    frame = pd.DataFrame({"id": range(20), "age": np.arange(20) + 20, "city": ["a", "b"] * 10,
+                          "score": np.linspace(0, 1, 20), "label": ["yes", "no"] * 10})
+    (tmp_path / "parts").mkdir()
+    frame.iloc[:10].to_csv(tmp_path / "parts" / "p1.csv", index=False)
+    frame.iloc[10:].to_csv(tmp_path / "parts" / "p2.csv", index=False)
+    frame.to_csv(tmp_path / "t.tsv", index=False, sep="\t")
+    frame.to_parquet(tmp_path / "t.parquet")
+    frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    for source in ("parts/*.csv", "t.tsv", "t.parquet", "t.jsonl", "parts"):
+        cfg = tabular_config(tmp_path, tmp_path / source)
+        prepared = prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), quiet)
+        assert prepared.report["rows_kept"] == 20, source
+
+
+def test_text_files_are_read_line_by_line(tmp_path):
+    from pipeline.data.ingest import read_dataset
+
+    (tmp_path / "a.txt").write_text("first line\nsecond line\n")
+    rows = read_dataset(str(tmp_path / "a.txt")).take_all()
+    assert [r["text"] for r in rows] == ["first line", "second line"]
+
+
+def test_schema_mismatch_fails_with_one_message(tmp_path):
+    pd.DataFrame({"id": [1], "age": [3], "city": ["x"], "label": ["yes"]}).to_csv(tmp_path / "no_score.csv", index=False)
+    with pytest.raises(DataError, match="missing column\\(s\\): score"):
+        get_task("tabular").read(tabular_config(tmp_path, tmp_path / "no_score.csv"))
+    pq.write_table(pa.table({"id": [1], "age": [True], "city": ["x"], "score": ["high"], "label": ["yes"]}), tmp_path / "typed.parquet")
+    with pytest.raises(DataError, match="mistyped column\\(s\\): age \\(declared int, found bool\\)"):
+        get_task("tabular").read(tabular_config(tmp_path, tmp_path / "typed.parquet"))
+    pd.DataFrame({"id": [1, 2], "age": ["old", "young"], "city": ["x", "y"], "score": [1, 2], "label": ["a", "b"]}).to_csv(tmp_path / "words.csv", index=False)
+    with pytest.raises(DataError, match="age \\(declared int, found text\\)"):
+        get_task("tabular").read(tabular_config(tmp_path, tmp_path / "words.csv"))
+
+
+def test_s3_ingest_from_a_local_server(tmp_path, s3_server):
+    s3_server.create_bucket(Bucket="pipeline-test")
+    s3_server.put_object(Bucket="pipeline-test", Key="raw/messy.csv", Body=MESSY_CSV.encode())
+    cfg = tabular_config(tmp_path, "s3://pipeline-test/raw/messy.csv")
+    prepared = prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), quiet)
+    assert (prepared.report["rows_in"], prepared.report["rows_kept"]) == (11, 3)
+    with pytest.raises(DataError, match="bucket not found: no-such-bucket"):
+        get_task("tabular").read(tabular_config(tmp_path, "s3://no-such-bucket/x.csv"))
+    with pytest.raises(DataError, match="input not found: s3://pipeline-test/raw/missing.csv"):
+        get_task("tabular").read(tabular_config(tmp_path, "s3://pipeline-test/raw/missing.csv"))
+
+
+def test_empty_after_cleaning_stops_before_training(tmp_path):
+    (tmp_path / "bad.csv").write_text("id,age,city,score,label\n1,-1,a,0.1,yes\n2,-2,b,0.2,no\n")
+    cfg = tabular_config(tmp_path, tmp_path / "bad.csv")
+    with pytest.raises(DataError, match="no rows left after cleaning"):
+        run_pipeline(cfg, str(tmp_path / "run"), Registry(str(tmp_path / "reg")), log=quiet)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def adult_splits():
+    cfg = load_config("tabular")
+    prepared = prepare_data(get_task("tabular"), cfg, "/tmp/pipeline-test-adult", quiet)
+    return cfg, prepared.splits
+
+
+def test_features_take_no_statistic_from_val_or_test():
+    cfg, splits = adult_splits()
+    prep = get_task("tabular").make_preprocessor(cfg).fit(splits["train"])
+    train = splits["train"].to_pandas()
+    rest = pd.concat([splits["val"].to_pandas(), splits["test"].to_pandas()])
+    for col in ("age", "hours_per_week"):
+        values = pd.to_numeric(train[col]).to_numpy()
+        assert prep.stats["numeric"][col]["mean"] == pytest.approx(values.mean(), rel=1e-9)
+        assert prep.stats["numeric"][col]["std"] == pytest.approx(values.std(), rel=1e-6)
+        assert prep.stats["numeric"][col]["mean"] != pytest.approx(pd.to_numeric(rest[col]).mean(), rel=1e-4)
+    gain = pd.to_numeric(train["capital_gain"])
+    assert prep.stats["numeric"]["capital_gain"]["fill"] == gain.median()  # imputation value from train only
+    assert set(prep.stats["categorical"]["native_country"]["vocab"]) == set(train["native_country"].dropna())
+    assert prep.stats["categorical"]["native_country"]["fill"] == train["native_country"].mode()[0]
+    # A country that appears only outside train lands in the unknown bucket.
+    only_outside = sorted(set(rest["native_country"].dropna()) - set(train["native_country"].dropna()))
+    if only_outside:
+        row = rest[rest["native_country"] == only_outside[0]].head(1)
+        x = prep.transform(row, with_target=False)["x"]
+        assert x[0, -1] == 1.0
+
+
+@pytest.mark.parametrize("method", ["random", "stratified", "grouped", "temporal"])
+def test_splits_are_deterministic_whatever_the_parallelism(method):
+    import ray.data
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"id": np.arange(3000), "user": rng.integers(0, 300, 3000), "t": rng.permutation(3000),
+                          "label": rng.choice(["a", "b", "c"], 3000, p=[0.6, 0.3, 0.1])})
+    cfg = SplitConfig(method=method, ratios=[0.7, 0.15, 0.15], key=["id"], stratify="label", group="user", time="t")
+
+    def assignment(blocks: int):
+        ds = ray.data.from_pandas(frame.sample(frac=1, random_state=blocks)).repartition(blocks)
+        splits = split_dataset(ds, cfg, 42)
+        return {name: set(part.to_pandas()["id"]) for name, part in splits.items()}
+
+    one, many = assignment(1), assignment(16)
+    assert one == many
+    assert sum(len(v) for v in one.values()) == 3000 and not (one["train"] & one["test"])
+    by_id = frame.set_index("id")
+    if method == "grouped":
+        users = {name: set(by_id.loc[list(ids), "user"]) for name, ids in one.items()}
+        assert not (users["train"] & users["val"]) and not (users["train"] & users["test"]) and not (users["val"] & users["test"])
+    if method == "temporal":
+        assert by_id.loc[list(one["train"]), "t"].max() < by_id.loc[list(one["val"]), "t"].min()
+        assert by_id.loc[list(one["val"]), "t"].max() < by_id.loc[list(one["test"]), "t"].min()
+    if method == "stratified":
+        test_labels = by_id.loc[list(one["test"]), "label"].value_counts()
+        for label, n in frame["label"].value_counts().items():
+            assert abs(test_labels[label] - 0.15 * n) <= 1

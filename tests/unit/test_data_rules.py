@@ -1,0 +1,134 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import DataConfig, load_config
+from pipeline.data.clean import first_reason
+from pipeline.data.features import TableFeatures
+from pipeline.data.label import LabelingStep, labeling_partial, labeling_stats
+from pipeline.data.rules import RuleStep, TypeStep, rule_steps, validate_rules
+from pipeline.data.schema import check_columns, coerce
+from pipeline.errors import ConfigError, DataError
+
+
+def test_coercion_flags_values_that_are_present_but_wrong():
+    values, bad = coerce(pd.Series(["39", " 40 ", "?", "", "abc", "nan", "4.5"]), "int", {"?"})
+    assert bad.tolist() == [False, False, False, False, True, True, True]
+    assert values.iloc[1] == 40 and pd.isna(values.iloc[2]) and pd.isna(values.iloc[3])
+    text, bad = coerce(pd.Series([" Private", "?", None]), "category", {"?"})
+    assert text.tolist()[0] == "Private" and pd.isna(text.iloc[1]) and not bad.any()
+    flags, bad = coerce(pd.Series(["yes", "0", "maybe"]), "bool", set())
+    assert bad.tolist() == [False, False, True]
+
+
+def test_schema_mismatch_lists_every_problem_in_one_message():
+    with pytest.raises(DataError) as err:
+        check_columns("data.parquet", {"age": "string", "income": "bool", "extra": "int"},
+                      {"age": "int", "income": "float", "sex": "category", "hours": "float"})
+    message = str(err.value)
+    assert "missing column(s): sex, hours" in message and "income (declared float, found bool)" in message
+    assert "age (declared" not in message  # text is coerced per value, not a schema error
+
+
+def adult_like_batch():
+    return pd.DataFrame({"age": ["39", "-3", "abc", "150", None], "workclass": ["Private", "?", "Private", "X", "Y"],
+                         "email": ["a@b.c", "a@b.c", "bad", "a@b.c", "a@b.c"]})
+
+
+def test_rule_steps_name_the_rule_and_column():
+    data = DataConfig(schema={"age": "int", "workclass": "category", "email": "string"},
+                      clean={"age": {"required": True, "range": {"gt": 0, "le": 120}},  # the reference design's age > 0
+                             "workclass": {"allowed": ["Private", "X", "Y"]}, "email": {"regex": "[^@]+@[^@]+"}},
+                      options={"na_values": ["?"]})
+    batch = adult_like_batch()
+    reasons = []
+    for step in rule_steps(data):
+        batch, r = step(batch)
+        reasons.append(r)
+    assert first_reason(reasons, 5).tolist() == ["", "range:age", "type:age", "range:age", "missing:age"]
+    batch = adult_like_batch()
+    batch, _ = TypeStep(data.schema, ["?"])(batch)
+    _, regex = RuleStep("email", {"regex": "[^@]+@[^@]+"})(batch)
+    assert regex.tolist() == ["", "", "regex:email", "", ""]
+    assert pd.isna(batch["workclass"].iloc[1])  # "?" is missing, so `allowed` does not reject it
+
+
+def test_imputed_columns_are_not_rejected_when_missing():
+    batch = pd.DataFrame({"x": [None, "1"]})
+    _, reasons = RuleStep("x", {"required": True, "impute": "median"})(batch)
+    assert reasons.tolist() == ["", ""]
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"data.clean.agee": {"required": True}}, "data.clean names column 'agee'"),
+    ({"data.clean.age": {"between": [1, 2]}}, "unknown rule"),
+    ({"data.clean.workclass": {"impute": "median"}}, "needs a numeric column"),
+    ({"data.clean.age": {"regex": "("}}, "not a valid pattern"),
+    ({"data.dedup": ["nope"]}, "data.dedup names column 'nope'"),
+    ({"data.labeling.functions": [{"type": "keyword", "column": "photo", "keywords": ["a"], "label": "x"}]}, "column 'photo'"),
+    ({"features.numeric": ["salary"]}, "salary"),
+])
+def test_config_errors_name_the_column_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tabular", overrides=override)
+
+
+def test_reference_labeling_example_animal_else_landscape():
+    step = LabelingStep({"target": "label", "default": "landscape",
+                         "functions": [{"name": "animal", "type": "keyword", "column": "photo", "keywords": ["animal"], "label": "animal"}]})
+    batch, reasons = step(pd.DataFrame({"photo": ["an Animal in snow", "mountains", None]}))
+    assert batch["label"].tolist() == ["animal", "landscape", "landscape"] and not any(reasons)
+
+
+def test_majority_vote_with_abstain_and_conflicts():
+    fns = [
+        {"name": "kw", "type": "keyword", "column": "text", "keywords": ["great"], "label": "pos"},
+        {"name": "rx", "type": "regex", "column": "text", "pattern": "bad|awful", "label": "neg"},
+        {"name": "stars", "type": "threshold", "column": "stars", "op": "ge", "value": 4, "label": "pos"},
+        {"name": "map", "type": "map", "column": "code", "mapping": {"N": "neg"}},
+    ]
+    batch = pd.DataFrame({"text": ["great", "great but bad", "awful", "meh", "great and bad"],
+                          "stars": [5, 1, 2, None, 5], "code": [None, None, "N", None, "N"]})
+    out, reasons = LabelingStep({"target": "y", "functions": fns})(batch)
+    assert out["y"].fillna("-").tolist() == ["pos", "-", "neg", "-", "-"]
+    assert reasons.tolist() == ["", "label_conflict", "", "unlabeled", "label_conflict"]
+    stats = labeling_stats([labeling_partial(out, ["kw", "rx", "stars", "map"])], ["kw", "rx", "stars", "map"])
+    assert stats["kw"] == {"coverage": 0.6, "conflicts": 0.4}
+    assert stats["stars"]["coverage"] == 0.4 and stats["map"]["coverage"] == 0.4
+
+
+def table_features():
+    return TableFeatures(["age", "gain"], ["job"], "label", log1p=["gain"], imputation={
+        "age": {"strategy": "median", "fill_value": None}, "job": {"strategy": "constant", "fill_value": "missing"}},
+        state={"numeric": {"age": {"mean": 40.0, "std": 10.0, "fill": 35.0}, "gain": {"mean": 1.0, "std": 2.0, "fill": 0.0}},
+               "categorical": {"job": {"vocab": ["a", "b", "missing"], "fill": "missing"}}, "classes": ["no", "yes"]})
+
+
+def test_table_features_impute_scale_and_bucket_unknowns():
+    prep = table_features()
+    out = prep.transform(pd.DataFrame({"age": [50, None], "gain": [0, np.e - 1], "job": ["b", "zzz"], "label": ["yes", "no"]}))
+    assert out["x"].shape == (2, 2 + 4)
+    assert out["x"][0, 0] == pytest.approx(1.0) and out["x"][1, 0] == pytest.approx(-0.5)  # median-imputed 35
+    assert out["x"][1, 1] == pytest.approx(0.0)  # log1p(e - 1) = 1 -> (1 - 1) / 2
+    assert out["x"][0, 2:].tolist() == [0, 1, 0, 0] and out["x"][1, 2:].tolist() == [0, 0, 0, 1]  # unknown bucket
+    assert out["y"].tolist() == [1, 0]
+    assert TableFeatures.from_state(prep.state()).state() == prep.state()
+
+
+def test_tabular_request_errors_name_fields():
+    from pipeline.tasks.base import RequestError
+    from pipeline.tasks.tabular import TabularTask
+
+    prep = table_features()
+    task = TabularTask()
+    with pytest.raises(RequestError, match="missing field\\(s\\): gain; unknown field\\(s\\): salary"):
+        task.request_to_batch({"age": 3, "job": "a", "salary": 1}, prep)
+    with pytest.raises(RequestError, match="age: expected a finite number, got 'old'"):
+        task.request_to_batch({"age": "old", "gain": 1, "job": "a"}, prep)
+    with pytest.raises(RequestError, match="gain: a value is required"):
+        task.request_to_batch({"age": None, "gain": None, "job": "a"}, prep)  # age may be imputed, gain not
+    assert task.request_to_batch({"age": 30, "gain": 1, "job": "a"}, prep).shape == (1, 3)
+
+
+def test_validate_rules_without_schema_accepts_any_column():
+    validate_rules(DataConfig(clean={"anything": {"required": True}}), set())
