@@ -30,6 +30,11 @@ def configure_data_context(verbose: bool = False) -> None:
     ctx = ray.data.DataContext.get_current()
     # The pipeline prints one line per stage; Ray Data's own progress logging is opt-in (--verbose).
     ctx.enable_progress_bars = verbose
+    # Blocks come out in input order: reproducible quarantine files, de-duplication and shards.
+    ctx.execution_options.preserve_order = True
+    # Larger blocks than Ray's 1 MiB default: the stages are vectorised, so per-block overhead, not
+    # compute, dominates on small blocks (measured in benchmarks/data_stages.py).
+    ctx.target_min_block_size = max(ctx.target_min_block_size or 0, 16 * 2**20)
     ctx.print_on_execution_start = verbose
     if not verbose:
         for name in _QUIET_LOGGERS:

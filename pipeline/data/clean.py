@@ -68,7 +68,8 @@ class CleanResult:
 def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_keys: list[str] | None = None) -> CleanResult:
     """Annotates each row with its reason (one streaming pass, materialised in the object store),
     de-duplicates, and splits kept rows from quarantined ones."""
-    annotated = ds.map_batches(annotate_batch, fn_args=(steps, dedup_keys), batch_format=batch_format).materialize()
+    annotated = ds.map_batches(annotate_batch, fn_args=(steps, dedup_keys), batch_format=batch_format,
+                               batch_size=None).materialize()  # whole blocks: vectorised steps, fewer calls
     if dedup_keys:
         annotated = mark_duplicates(annotated)
     reasons = value_counts(annotated, REASON_COLUMN)

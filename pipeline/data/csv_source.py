@@ -16,6 +16,7 @@ import pyarrow as pa
 from ray.data.datasource.file_based_datasource import FileBasedDatasource
 
 HEAD_BYTES = 1 << 16
+BLOCK_BYTES = 8 << 20  # ~80k rows of Adult per batch: few, large blocks keep per-block overhead small
 
 
 class CSVLayout:
@@ -102,7 +103,8 @@ class QuarantiningCSVDatasource(FileBasedDatasource):
 
         reader = csv.open_csv(
             Prepended(head, f),
-            read_options=csv.ReadOptions(column_names=names, skip_rows=self.layout.lines_to_skip, use_threads=False),
+            read_options=csv.ReadOptions(column_names=names, skip_rows=self.layout.lines_to_skip, use_threads=False,
+                                         block_size=BLOCK_BYTES),
             parse_options=csv.ParseOptions(delimiter=self.layout.delimiter, quote_char=self.layout.quote_char,
                                            invalid_row_handler=on_invalid_row),
             convert_options=csv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=False),
@@ -116,11 +118,14 @@ class QuarantiningCSVDatasource(FileBasedDatasource):
                             "_record": pa.array(range(record, record + n), pa.int64()),
                             "_malformed": pa.array(problems, pa.string())})
             record += n
-            if invalid:
-                yield malformed_table(invalid, names, path)
-                invalid.clear()
+            # The reader may already be parsing ahead (and appending) on another thread: take only
+            # what is there now, never clear() what has not been yielded.
+            taken = len(invalid)
+            if taken:
+                yield malformed_table(invalid[:taken], names, path)
+                del invalid[:taken]
         if invalid:
-            yield malformed_table(invalid, names, path)
+            yield malformed_table(list(invalid), names, path)
 
 
 def malformed_table(invalid: list, names: list[str], path: str) -> pa.Table:

@@ -99,9 +99,10 @@ class TableFeatures(Preprocessor):
         for col in self.numeric:
             values = to_numbers(batch[col])
             values = values[np.isfinite(values)]
-            uniq, counts = np.unique(values, return_counts=True)
-            out[col] = {"values": uniq.tolist(), "counts": counts.tolist(),
-                        **moments(np.log1p(np.maximum(values, 0)) if col in self.log1p else values)}
+            out[col] = {"raw_sum": float(values.sum()), **moments(np.log1p(np.maximum(values, 0)) if col in self.log1p else values)}
+            if self.imputation.get(col, {}).get("strategy") == "median":  # exact median from value counts
+                uniq, counts = np.unique(values, return_counts=True)
+                out[col].update(values=uniq.tolist(), counts=counts.tolist())
         for col in self.categorical:
             counts = to_text(batch[col]).value_counts()
             out[col] = {str(k): int(v) for k, v in counts.items()}
@@ -110,22 +111,21 @@ class TableFeatures(Preprocessor):
         return out
 
     def fit(self, train_ds):
-        partials = fit_partials(train_ds, self.partial)
+        return self.fit_from_partials(fit_partials(train_ds, self.partial))
+
+    def fit_from_partials(self, partials: list[dict]) -> "TableFeatures":
         if not partials:
             raise ValueError("cannot fit features on an empty training split")
         stats: dict[str, Any] = {"numeric": {}, "categorical": {}}
         for col in self.numeric:
-            merged: dict[float, int] = {}
-            for p in partials:
-                for v, c in zip(p[col]["values"], p[col]["counts"]):
-                    merged[v] = merged.get(v, 0) + c
-            values = np.array(sorted(merged)) if merged else np.array([0.0])
-            counts = np.array([merged[v] for v in values]) if merged else np.array([1])
-            mean, std = merge_moments([p[col] for p in partials]) if sum(p[col]["count"] for p in partials) else (0.0, 1.0)
-            raw_mean = float((values * counts).sum() / counts.sum())
-            median = float(values[np.searchsorted(np.cumsum(counts), (counts.sum() + 1) / 2)])
-            strategy = self.imputation.get(col, {}).get("strategy", "mean")
-            fill = {"mean": raw_mean, "median": median, "constant": self.imputation.get(col, {}).get("fill_value")}.get(strategy, raw_mean)
+            count = sum(p[col]["count"] for p in partials)
+            mean, std = merge_moments([p[col] for p in partials]) if count else (0.0, 1.0)
+            raw_mean = sum(p[col]["raw_sum"] for p in partials) / count if count else 0.0
+            rule = self.imputation.get(col, {})
+            strategy = rule.get("strategy", "mean")
+            fill = rule.get("fill_value") if strategy == "constant" else raw_mean
+            if strategy == "median" and count:
+                fill = merged_median([p[col] for p in partials])
             stats["numeric"][col] = {"mean": mean, "std": std, "fill": float(fill if fill is not None else raw_mean)}
         for col in self.categorical:
             counts: dict[str, int] = {}
@@ -187,6 +187,18 @@ class TableFeatures(Preprocessor):
     def from_state(cls, state):
         return cls(state["numeric"], state["categorical"], state["label_column"], state["log1p"], state["encoding"],
                    state["min_frequency"], state["imputation"], state["stats"])
+
+
+def merged_median(partials: list[dict]) -> float:
+    merged: dict[float, int] = {}
+    for p in partials:
+        for v, c in zip(p["values"], p["counts"]):
+            merged[v] = merged.get(v, 0) + c
+    values = np.array(sorted(merged))
+    counts = np.array([merged[v] for v in values])
+    cumulative, n = np.cumsum(counts), int(counts.sum())
+    low, high = values[np.searchsorted(cumulative, (n - 1) // 2 + 1)], values[np.searchsorted(cumulative, n // 2 + 1)]
+    return float((low + high) / 2)  # as numpy/pandas: the mean of the two middle values when n is even
 
 
 def to_numbers(values) -> np.ndarray:

@@ -132,3 +132,14 @@ def test_tabular_request_errors_name_fields():
 
 def test_validate_rules_without_schema_accepts_any_column():
     validate_rules(DataConfig(clean={"anything": {"required": True}}), set())
+
+
+def test_merged_median_matches_numpy():
+    from pipeline.data.features import merged_median
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 10, 101):
+        values = rng.integers(0, 5, n).astype(float)
+        halves = [values[: n // 2], values[n // 2:]]
+        partials = [dict(zip(("values", "counts"), [u.tolist() for u in np.unique(h, return_counts=True)])) for h in halves]
+        assert merged_median(partials) == np.median(values)

@@ -1,0 +1,158 @@
+"""Ingest + clean + features on a generated 1,000,000-row Adult-like CSV: Ray Data vs plain pandas.
+
+Both engines run the same pipeline code (the same cleaning steps and feature statistics from
+`pipeline.data`); only the execution differs: Ray Data streams blocks through tasks on every core,
+pandas holds the whole table in one process. Each engine runs in its own child process, whose
+peak resident memory (with all its descendants, e.g. Ray's workers) is sampled every 50 ms.
+
+    python benchmarks/data_stages.py                 # 1,000,000 rows, writes benchmarks/results/data_stages.json
+    python benchmarks/data_stages.py --rows 200000   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import load_config  # noqa: E402
+
+
+def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
+    """Adult's real rows resampled to `rows`, with ~1% missing values, out-of-range ages, bad
+    numbers and malformed lines mixed in, so every cleaning rule has work to do."""
+    cfg = load_config("tabular")
+    names = cfg.data.options["column_names"]
+    with gzip.open(REPO / "pipeline" / "datasets" / "adult" / "adult.data.gz", "rt") as fh:
+        adult = pd.read_csv(fh, header=None, names=names, dtype=str, skipinitialspace=True).dropna()
+    rng = np.random.default_rng(seed)
+    frame = adult.iloc[rng.integers(0, len(adult), rows)].reset_index(drop=True)
+    frame["fnlwgt"] = (frame["fnlwgt"].astype(int) + rng.integers(-500, 500, rows)).astype(str)
+    frame.loc[rng.random(rows) < 0.01, "occupation"] = "?"
+    frame.loc[rng.random(rows) < 0.002, "age"] = "-1"
+    frame.loc[rng.random(rows) < 0.002, "hours_per_week"] = "lots"
+    lines = frame.to_csv(header=False, index=False).splitlines()
+    for i in rng.choice(rows, rows // 1000, replace=False):
+        lines[i] = ",".join(lines[i].split(",")[:5])  # truncated line
+    path.write_text("\n".join(lines) + "\n")
+
+
+STARTUP = {"seconds": 0.0}  # Ray's start-up, reported apart from the data work
+
+
+def run_ray(csv: str, out: str) -> int:
+    from pipeline.data.clean import clean_dataset
+    from pipeline.data.ingest import read_dataset
+    from pipeline.runtime import init_ray
+    from pipeline.tasks import get_task
+
+    cfg = load_config("tabular", overrides={"data.source": csv, "data.test_source": None})
+    started = time.perf_counter()
+    init_ray(num_cpus=os.cpu_count())
+    STARTUP["seconds"] = time.perf_counter() - started
+    task = get_task("tabular")
+    ds = read_dataset(csv, "csv", cfg.data.options, cfg.data.schema)
+    clean = clean_dataset(ds, task.checks(cfg), "pandas")
+    clean.quarantined.write_parquet(os.path.join(out, "quarantine"))
+    prep = task.make_preprocessor(cfg).fit(clean.kept)
+    rows = 0
+    for batch in clean.kept.map_batches(prep.transform, batch_format="pandas").iter_batches(batch_size=None):
+        rows += len(batch["x"])
+    assert rows == clean.rows_kept
+    return clean.rows_in
+
+
+def run_pandas(csv: str, out: str) -> int:
+    from pipeline.data.clean import REASON_COLUMN, annotate_batch
+    from pipeline.data.csv_source import CSVLayout
+    from pipeline.tasks import get_task
+
+    cfg = load_config("tabular", overrides={"data.source": csv, "data.test_source": None})
+    task = get_task("tabular")
+    names = CSVLayout(cfg.data.options).column_names
+    malformed: list[str] = []
+    frame = pd.read_csv(csv, header=None, names=names, dtype=str, engine="pyarrow",
+                        on_bad_lines=lambda row: malformed.append(row.text) or "skip")
+    frame["_malformed"] = pd.Series([None] * len(frame), dtype="string")
+    bad = pd.DataFrame({n: pd.Series([None] * len(malformed), dtype="string") for n in names})
+    bad["_malformed"] = pd.array(malformed, dtype="string")
+    frame = pd.concat([frame, bad], ignore_index=True)
+    frame = annotate_batch(frame, task.checks(cfg))
+    rejected = frame[REASON_COLUMN] != ""
+    frame[rejected].to_parquet(os.path.join(out, "quarantine.parquet"))
+    kept = frame[~rejected]
+    prep = task.make_preprocessor(cfg).fit_from_partials([task.make_preprocessor(cfg).partial(kept)])
+    x = prep.transform(kept)["x"]
+    assert len(x) == len(kept)
+    return len(frame)
+
+
+def child(engine: str, csv: str) -> None:
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        rows = {"ray": run_ray, "pandas": run_pandas}[engine](csv, out)
+        print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "startup_seconds": STARTUP["seconds"]}))
+
+
+def measure(engine: str, csv: str) -> dict:
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--csv", csv], stdout=subprocess.PIPE, text=True)
+    parent, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            tree = [parent, *parent.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out = proc.stdout.read().strip().splitlines()
+    if proc.returncode != 0 or not out:
+        raise SystemExit(f"{engine} run failed with status {proc.returncode}")
+    result = json.loads(out[-1])
+    return {"engine": engine, **result, "rows_per_second": result["rows"] / result["seconds"], "peak_rss_mb": peak / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--child", choices=["ray", "pandas"])
+    parser.add_argument("--csv")
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "data_stages.json"))
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.csv)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = os.path.join(tmp, "adult_like.csv")
+        started = time.perf_counter()
+        generate_csv(Path(csv), args.rows)
+        print(f"generated {args.rows:,} rows ({os.path.getsize(csv) / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f}s", flush=True)
+        results = [measure(engine, csv) for engine in ("pandas", "ray")]
+    by = {r["engine"]: r for r in results}
+    summary = {"rows": args.rows, "cpus": os.cpu_count(), "results": results,
+               "ray_over_pandas_throughput": by["ray"]["rows_per_second"] / by["pandas"]["rows_per_second"],
+               "ray_over_pandas_peak_memory": by["ray"]["peak_rss_mb"] / by["pandas"]["peak_rss_mb"]}
+    print(f"{'engine':<8}{'rows':>12}{'seconds':>10}{'of which start-up':>19}{'rows/s':>12}{'peak RSS MiB':>14}")
+    for r in results:
+        print(f"{r['engine']:<8}{r['rows']:>12,}{r['seconds']:>10.1f}{r['startup_seconds']:>19.1f}"
+              f"{r['rows_per_second']:>12,.0f}{r['peak_rss_mb']:>14,.0f}")
+    print(f"ray / pandas: throughput x{summary['ray_over_pandas_throughput']:.2f}, peak memory x{summary['ray_over_pandas_peak_memory']:.2f}")
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as fh:
+        json.dump(summary, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
