@@ -32,7 +32,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     }
 
 
-def evaluate_classifier(task, model_dir: str, splits: dict, output_dir: str) -> dict[str, dict]:
+def evaluate_classifier(task, model_dir: str, splits: dict, output_dir: str, by: str | None = None) -> dict[str, dict]:
+    """Accuracy, macro-F1 and per-class report on val and test, the test confusion matrix as PNG,
+    and with `by` (a column such as the review site) the test accuracy per value of that column."""
     from sklearn.metrics import confusion_matrix
 
     from pipeline.plots import confusion_matrix_png
@@ -41,8 +43,13 @@ def evaluate_classifier(task, model_dir: str, splits: dict, output_dir: str) -> 
     classes = Predictor(model_dir).preprocessor.labels.classes
     results = {}
     for name in ("val", "test"):
-        frame = predict_split(task, model_dir, splits[name], [task.label_column])
+        keep = [task.label_column] + ([by] if by and by in splits[name].columns() else [])
+        frame = predict_split(task, model_dir, splits[name], keep)
         results[name] = classification_metrics(frame[task.label_column], frame["prediction"], classes)
+        if len(keep) > 1:
+            correct = frame[task.label_column].astype(str) == frame["prediction"].astype(str)
+            results[name][f"per_{by}"] = {str(k): {"accuracy": float(v.mean()), "rows": int(len(v))}
+                                          for k, v in correct.groupby(frame[by].astype(str))}
         if name == "test":
             matrix = confusion_matrix(frame[task.label_column].astype(str), frame["prediction"].astype(str), labels=classes)
             confusion_matrix_png(matrix, classes, os.path.join(output_dir, "confusion_matrix.png"),

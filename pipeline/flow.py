@@ -31,6 +31,7 @@ class PreparedData:
     splits: dict[str, Any]  # cleaned raw rows per split (Ray Datasets)
     clean: CleanResult
     report: dict[str, Any]
+    kept: Any = None  # every cleaned row, for candidates that split differently
 
 
 class Stopwatch:
@@ -81,7 +82,7 @@ def prepare_data(task, cfg: PipelineConfig, output_dir: str, log: Log = print) -
                                    for name in SPLITS if counts[name]}
     write_report(report, output_dir)
     log(format_report(report))
-    return PreparedData(splits, clean, report)
+    return PreparedData(splits, clean, report, kept)
 
 
 def write_quarantine(clean: CleanResult, path: str) -> str:
@@ -110,9 +111,60 @@ def featurize(task, cfg: PipelineConfig, splits: dict, log: Log = print):
     return preprocessor, features
 
 
+def candidate_configs(cfg: PipelineConfig) -> list[tuple[str, PipelineConfig]]:
+    """One config per model candidate (`model.candidates`), else the config itself.
+
+    A candidate's entry is merged over the shared `model` section; its own `train` and `data` keys
+    override those sections for that candidate only (e.g. its learning rate, or its split).
+    """
+    from pipeline.config import deep_merge, from_dict
+
+    candidates = cfg.model.get("candidates")
+    if not candidates:
+        return [(cfg.model.get("name") or cfg.model.get("arch") or "model", cfg)]
+    out = []
+    shared = {k: v for k, v in cfg.model.items() if k not in ("candidates", "serve")}
+    for name, spec in candidates.items():
+        raw = cfg.to_dict()
+        spec = dict(spec or {})
+        raw["train"] = deep_merge(raw["train"], spec.pop("train", {}))
+        raw["data"] = deep_merge(raw["data"], spec.pop("data", {}))
+        raw["model"] = {**shared, **spec, "name": name}
+        candidate = from_dict(PipelineConfig, raw, "")
+        candidate.data.split.validate()
+        candidate.train.validate()
+        out.append((name, candidate))
+    return out
+
+
+class SplitCache:
+    """Splits and fitted features per split configuration, so candidates sharing one reuse them."""
+
+    def __init__(self, task, prepared: PreparedData, cfg: PipelineConfig, log: Log):
+        self.task, self.prepared, self.cfg, self.log = task, prepared, cfg, log
+        self.splits = {repr(cfg.data.split): prepared.splits}
+        self.features: dict[str, tuple] = {}
+
+    def get(self, cfg: PipelineConfig) -> dict:
+        key = repr(cfg.data.split)
+        if key not in self.splits:
+            self.splits[key] = split_dataset(self.prepared.kept, cfg.data.split, cfg.seed)
+        return self.splits[key]
+
+    def featurized(self, cfg: PipelineConfig) -> tuple:
+        key = repr(cfg.data.split)
+        if key not in self.features:
+            self.features[key] = featurize(self.task, cfg, self.get(cfg), self.log)
+        return self.features[key]
+
+
 def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
                  run_id: str | None = None, log: Log = print, extra_loop_config: dict | None = None) -> dict[str, Any]:
-    """Data stages, training, evaluation and registration; returns the metrics.json contents."""
+    """Data stages, training of every model candidate, evaluation, selection and registration.
+
+    Returns the metrics.json contents. With several candidates, the one with the best validation
+    score (the task's selection metric, or `model.serve` when it names one) is registered.
+    """
     from pipeline.plots import learning_curves_png
     from pipeline.tasks import get_task
     from pipeline.train.trainer import fit
@@ -125,29 +177,29 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     counts = prepared.report["splits"]
     if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
         raise DataError(f"too few rows to train and evaluate ({counts}); every split needs at least one row")
-    preprocessor, features = featurize(task, cfg, prepared.splits, log)
+    cache = SplitCache(task, prepared, cfg, log)
+    candidates = candidate_configs(cfg)
+    several = len(candidates) > 1
 
-    tc = cfg.train
-    log(f"[{task.name}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
-        f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
-    outcome = fit(cfg, features, preprocessor.state(), os.path.join(output_dir, "checkpoints"), run_id,
-                  prepared.report["splits"]["train"], extra_loop_config=extra_loop_config)
-    model_dir = os.path.join(output_dir, "model")
-    shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.copytree(outcome.best_checkpoint, model_dir)
-    learning_curves_png(outcome.history, os.path.join(output_dir, "learning_curves.png"), tc.metric, f"{task.name}: {run_id}")
-    log(f"[{task.name}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with {tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
-
-    results = task.evaluate(model_dir, prepared.splits, output_dir)
-    metrics = {
-        "task": task.name,
-        "run_id": run_id,
-        "test": results.pop("test"),
-        "val": results.pop("val"),
-        "data": {k: prepared.report[k] for k in ("rows_in", "rows_kept", "rows_quarantined", "quarantined_by_reason", "splits")},
-        "baselines": results.pop("baselines", {}),
-        **results,
-        "train": {
+    results: dict[str, dict[str, Any]] = {}
+    for name, ccfg in candidates:
+        splits = cache.get(ccfg)
+        preprocessor, features = cache.featurized(ccfg)
+        tc = ccfg.train
+        train_dir = os.path.join(output_dir, "candidates", name) if several else output_dir
+        label = f"{task.name}/{name}" if several else task.name
+        log(f"[{label}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
+            f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
+        outcome = fit(ccfg, features, preprocessor.state(), os.path.join(output_dir, "checkpoints"),
+                      f"{run_id}-{name}" if several else run_id, splits["train"].count(), extra_loop_config=extra_loop_config)
+        model_dir = os.path.join(train_dir, "model")
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.copytree(outcome.best_checkpoint, model_dir)
+        learning_curves_png(outcome.history, os.path.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
+        log(f"[{label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
+            f"{tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
+        evaluated = task.evaluate(model_dir, splits, train_dir)
+        results[name] = {**evaluated, "model_dir": model_dir, "train_dir": train_dir, "train": {
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_metrics.get("epoch"),
             "stopped_early": bool(outcome.history and outcome.history[-1].get("stopped_early")),
@@ -155,10 +207,35 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             "history": outcome.history,
             "num_workers": tc.num_workers,
             "use_gpu": tc.use_gpu,
-        },
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        }}
+
+    served = select_candidate(task, cfg, results)
+    chosen = results[served]
+    model_dir = os.path.join(output_dir, "model")
+    if chosen["model_dir"] != model_dir:
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.copytree(chosen["model_dir"], model_dir)
+        for png in ("confusion_matrix.png", "learning_curves.png"):
+            if os.path.exists(os.path.join(chosen["train_dir"], png)):
+                shutil.copy(os.path.join(chosen["train_dir"], png), os.path.join(output_dir, png))
+    test, val = task.summarize(results, served)
+    metrics = {
+        "task": task.name,
+        "run_id": run_id,
+        "test": test,
+        "val": val,
+        "data": {k: prepared.report[k] for k in ("rows_in", "rows_kept", "rows_quarantined", "quarantined_by_reason", "splits")},
+        "baselines": task.baselines(cache, results, output_dir, log),
+        "served_model": served,
+        "train": chosen["train"],
+        "wall_seconds": None,
         "output_dir": output_dir,
     }
+    if several:
+        metrics["candidates"] = {name: {k: v for k, v in r.items() if k in ("val", "test")} for name, r in results.items()}
+    for key in set(chosen) - {"val", "test", "model_dir", "train_dir", "train"}:
+        metrics[key] = chosen[key]
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(os.path.join(output_dir, "metrics.json"), metrics)
     write_json(os.path.join(model_dir, "metrics.json"), metrics)
 
@@ -166,6 +243,22 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     uri = registry.register(task.name, run_id, model_dir, metrics)
     if promote:
         registry.promote(task.name, run_id)
-    log(f"[{task.name}] registered {uri}{' and promoted to production' if promote else ''}")
+    log(f"[{task.name}] registered {uri}{' and promoted to production' if promote else ''}"
+        + (f" (served model: {served})" if several else ""))
     log(f"[{task.name}] test " + "  ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
     return metrics
+
+
+def select_candidate(task, cfg: PipelineConfig, results: dict) -> str:
+    """`model.serve` if it names a candidate, else the best validation score among candidates that have it."""
+    wanted = cfg.model.get("serve")
+    if wanted and wanted != "best_val":
+        if wanted not in results:
+            raise DataError(f"model.serve names {wanted!r}, not one of the candidates {sorted(results)}")
+        return wanted
+    metric, mode = task.selection
+    scored = {name: r["val"][metric] for name, r in results.items() if metric in r.get("val", {})}
+    if not scored:
+        return next(iter(results))
+    pick = max if mode == "max" else min
+    return pick(scored, key=scored.get)

@@ -90,12 +90,12 @@ def mark_duplicates(annotated):
 
     valid = annotated.filter(expr=f"{REASON_COLUMN} == ''").select_columns([DEDUP_HASH]).to_pandas()
     hashes = valid[DEDUP_HASH] if DEDUP_HASH in valid else pd.Series([], dtype=np.uint64)
-    repeated = set(hashes[hashes.duplicated()].to_numpy(np.uint64).tolist())
-    if not repeated:
+    repeated = np.unique(hashes[hashes.duplicated()].to_numpy(np.uint64))
+    if not len(repeated):
         return annotated.drop_columns([DEDUP_HASH])
 
     def is_repeated(batch: pd.DataFrame) -> np.ndarray:
-        return batch[DEDUP_HASH].isin(repeated).to_numpy() & (batch[REASON_COLUMN] == "").to_numpy(dtype=bool)
+        return np.isin(batch[DEDUP_HASH].to_numpy(np.uint64), repeated) & (batch[REASON_COLUMN] == "").to_numpy(dtype=bool)
 
     unique = annotated.map_batches(lambda b: b[~is_repeated(b)], batch_format="pandas")
     dups = annotated.map_batches(lambda b: b[is_repeated(b)], batch_format="pandas").to_pandas()

@@ -18,6 +18,7 @@ and another function voted differently).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,9 @@ def vote(fn: dict[str, Any], batch: pd.DataFrame) -> pd.Series:
     values = batch[fn["column"]]
     kind = fn["type"]
     if kind == "map":
-        return values.astype("string").map({str(k): str(v) for k, v in fn["mapping"].items()}).astype("string")
+        from pipeline.data.schema import as_text
+
+        return as_text(values).map({str(k): str(v) for k, v in fn["mapping"].items()}).astype("string")
     if kind == "threshold":
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         with np.errstate(invalid="ignore"):
@@ -73,7 +76,7 @@ def vote(fn: dict[str, Any], batch: pd.DataFrame) -> pd.Series:
     else:
         text = values.astype("string")
         if kind == "keyword":
-            pattern = "|".join(__import__("re").escape(k) for k in fn["keywords"])
+            pattern = "|".join(re.escape(k) for k in fn["keywords"])
             hit = text.str.contains(pattern, case=bool(fn.get("case_sensitive", False)), regex=True)
         else:
             hit = text.str.contains(fn["pattern"], case=bool(fn.get("case_sensitive", True)), regex=True)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data.schema import NUMERIC, coerce, validate_schema
+from pipeline.data.schema import NUMERIC, as_text, coerce, validate_schema
 from pipeline.errors import ConfigError
 
 RULE_KEYS = {"required", "impute", "fill_value", "range", "allowed", "regex"}
@@ -97,7 +97,7 @@ class RuleStep:
                     ok &= RANGE_OPS[op](numbers, bound)
             reasons[(reasons == "") & present & ~ok] = f"range:{self.column}"
         if "allowed" in self.rules:
-            ok = values.astype("string").isin([str(v) for v in self.rules["allowed"]]).to_numpy(dtype=bool, na_value=False)
+            ok = as_text(values).isin([str(v) for v in self.rules["allowed"]]).to_numpy(dtype=bool, na_value=False)
             reasons[(reasons == "") & present & ~ok] = f"allowed:{self.column}"
         if self.pattern is not None:
             ok = values.astype("string").str.fullmatch(self.pattern).to_numpy(dtype=bool, na_value=False)

@@ -99,3 +99,14 @@ def coerce(values: pd.Series, kind: str, na_values: set[str]) -> tuple[pd.Series
         fractional = whole & (np.mod(out.fillna(0).to_numpy(), 1) != 0)
         bad |= fractional
     return out, bad
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """Values as text for matching config lists: whole numbers without a trailing ".0"."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.astype("float64")
+        whole = numbers.notna() & (numbers % 1 == 0)
+        text = numbers.astype("string")
+        text[whole] = numbers[whole].astype("int64").astype("string")
+        return text
+    return values.astype("string")

@@ -31,6 +31,7 @@ class Task:
     route: ClassVar[str] = "predict"
     request_model: ClassVar[Any] = None
     passthrough_columns: ClassVar[list[str] | None] = None  # batch inference keeps these (None: all inputs)
+    selection: ClassVar[tuple[str, str]] = ("accuracy", "max")  # validation metric that picks the served candidate
 
     # --- data -------------------------------------------------------------------------------
     def validate_config(self, cfg: PipelineConfig) -> None:
@@ -87,6 +88,14 @@ class Task:
     # --- evaluation and serving -------------------------------------------------------------
     def evaluate(self, model_dir: str, splits: dict, output_dir: str) -> dict[str, dict]:
         raise NotImplementedError
+
+    def summarize(self, results: dict[str, dict], served: str) -> tuple[dict, dict]:
+        """metrics.json's top-level `test` and `val`: by default the served candidate's."""
+        return results[served]["test"], results[served]["val"]
+
+    def baselines(self, splits, results: dict[str, dict], output_dir: str, log) -> dict[str, dict]:
+        """Non-neural reference models scored on the same split (metrics.json `baselines`)."""
+        return {}
 
     def request_to_batch(self, request: dict, preprocessor: Preprocessor):
         raise NotImplementedError

@@ -110,6 +110,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     prep_state = loop_config["preprocessor"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    label = f"{cfg.task}/{cfg.model['name']}" if cfg.model.get("name") else cfg.task
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -129,7 +130,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state = {k: saved[k] for k in state}
         state["resumed_from"].append(state["epoch"])  # restarts after a failure, or a resumed run
         if rank == 0:
-            print(f"[{cfg.task}] resumed from checkpoint after epoch {state['epoch']}", flush=True)
+            print(f"[{label}] resumed from checkpoint after epoch {state['epoch']}", flush=True)
 
     use_amp = tc.amp
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -196,7 +197,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         if rank == 0:
             shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "stopped_early"))
-            print(f"[{cfg.task}] epoch {epoch + 1}/{tc.epochs}  {shown}", flush=True)
+            print(f"[{label}] epoch {epoch + 1}/{tc.epochs}  {shown}", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
                 save_model_dir(tmp, model, prep_state, loop_config["config"])
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
@@ -206,5 +207,5 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=None)
         if stop:
             if rank == 0:
-                print(f"[{cfg.task}] early stopping: no {tc.metric} improvement for {state['stale']} epochs", flush=True)
+                print(f"[{label}] early stopping: no {tc.metric} improvement for {state['stale']} epochs", flush=True)
             break
