@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 
 @dataclass
 class SplitConfig:
-    method: str = "stratified"  # random | stratified | grouped | temporal
+    method: str = "stratified"  # random | stratified | grouped | temporal | leave_last_out
     ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     key: list[str] = field(default_factory=lambda: ["id"])  # columns that identify a row
     stratify: str | None = "label"
@@ -29,13 +29,14 @@ class SplitConfig:
     time: str | None = None
 
     def validate(self) -> None:
-        if self.method not in ("random", "stratified", "grouped", "temporal"):
-            raise ConfigError(f"data.split.method must be random, stratified, grouped or temporal, not {self.method!r}")
+        if self.method not in ("random", "stratified", "grouped", "temporal", "leave_last_out"):
+            raise ConfigError(f"data.split.method must be random, stratified, grouped, temporal or leave_last_out, not {self.method!r}")
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
             raise ConfigError(f"data.split.ratios must be three non-negative numbers summing to 1, got {self.ratios}")
-        needed = {"stratified": "stratify", "grouped": "group", "temporal": "time"}.get(self.method)
-        if needed and not getattr(self, needed):
-            raise ConfigError(f"data.split.method {self.method!r} needs data.split.{needed}")
+        needed = {"stratified": ["stratify"], "grouped": ["group"], "temporal": ["time"], "leave_last_out": ["group", "time"]}
+        for name in needed.get(self.method, []):
+            if not getattr(self, name):
+                raise ConfigError(f"data.split.method {self.method!r} needs data.split.{name}")
 
 
 @dataclass

@@ -102,9 +102,9 @@ def write_quarantine(clean: CleanResult, path: str) -> str:
 def featurize(task, cfg: PipelineConfig, splits: dict, log: Log = print):
     """Fits the preprocessor on train only, then transforms train and val for training."""
     started = time.perf_counter()
-    preprocessor = task.make_preprocessor(cfg).fit(splits["train"])
+    preprocessor = task.fit_preprocessor(cfg, splits)
     features = {
-        name: splits[name].map_batches(preprocessor.transform, batch_format=task.batch_format).materialize()
+        name: splits[name].map_batches(preprocessor.transform_for(name), batch_format=task.batch_format).materialize()
         for name in ("train", "val")
     }
     log(f"[{task.name}] features: fitted on train only ({time.perf_counter() - started:.1f}s)")

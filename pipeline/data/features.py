@@ -33,6 +33,10 @@ class Preprocessor:
     def transform(self, batch, with_target: bool = True) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def transform_for(self, split: str):
+        """The transform applied to a split before training (a split may need extra columns)."""
+        return self.transform
+
     def state(self) -> dict[str, Any]:
         raise NotImplementedError
 

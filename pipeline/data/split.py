@@ -1,4 +1,4 @@
-"""Deterministic train/val/test splits.
+"""Deterministic train/val/test splits: random, stratified, grouped, temporal, leave-last-out.
 
 Each row's place comes from a hash of its key columns and the seed, never from its position, so a
 split does not change with block count, worker count or file order. Rows with equal keys (and, for
@@ -71,11 +71,30 @@ def time_cutoffs(times: np.ndarray, ratios: list[float]) -> list:
     return [ordered[i] if i < n else None for i in idx]
 
 
+def last_rows_per_group(frame: pd.DataFrame, group: str, time: str) -> pd.DataFrame:
+    """Per group, the (time, hash) of its last and second-to-last rows (ties broken by hash)."""
+    ordered = frame.sort_values([group, time, HASH_COLUMN], kind="stable")
+    rank = ordered.groupby(group, sort=False).cumcount(ascending=False)
+    picked = ordered[rank < 2].assign(position=rank[rank < 2])  # 0 = last (test), 1 = second to last (val)
+    return picked.set_index([group, "position"])[[time, HASH_COLUMN]]
+
+
+def assign_leave_last_out(batch: pd.DataFrame, group: str, time: str, last_two: pd.DataFrame) -> np.ndarray:
+    out = np.zeros(len(batch), dtype=np.int8)
+    key = pd.MultiIndex.from_arrays([batch[group].to_numpy(), batch[HASH_COLUMN].to_numpy(np.uint64)])
+    for position, split in ((1, 1), (0, 2)):
+        chosen = last_two.xs(position, level="position")
+        marks = pd.MultiIndex.from_arrays([chosen.index.to_numpy(), chosen[HASH_COLUMN].to_numpy(np.uint64)])
+        out[key.isin(marks)] = split
+    return out
+
+
 def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     """Splits a Ray Dataset into {"train", "val", "test"} Ray Datasets."""
     method = cfg.method
     columns = set(ds.columns())
-    needed = {"random": cfg.key, "stratified": cfg.key + [cfg.stratify], "grouped": [cfg.group], "temporal": [cfg.time]}[method]
+    needed = {"random": cfg.key, "stratified": cfg.key + [cfg.stratify], "grouped": [cfg.group], "temporal": [cfg.time],
+              "leave_last_out": cfg.key + [cfg.group, cfg.time]}[method]
     missing = [c for c in needed if c not in columns]
     if missing:
         raise DataError(f"split method {method!r} needs column(s) {', '.join(missing)}, not in the data ({', '.join(sorted(columns))})")
@@ -109,6 +128,17 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
 
         def assign(batch: pd.DataFrame) -> pd.DataFrame:
             batch[SPLIT_COLUMN] = assign_by_cutoffs(batch[stratify].to_numpy(), batch[HASH_COLUMN].to_numpy(np.uint64), cutoffs)
+            return batch.drop(columns=[HASH_COLUMN])
+
+    elif method == "leave_last_out":
+        # Per group (user): the last row in time is test, the one before it val, the rest train.
+        hashed = hashed.materialize()
+        frame = hashed.select_columns([cfg.group, cfg.time, HASH_COLUMN]).to_pandas()
+        last_two = last_rows_per_group(frame, cfg.group, cfg.time)
+        group_col, time_col = cfg.group, cfg.time
+
+        def assign(batch: pd.DataFrame) -> pd.DataFrame:
+            batch[SPLIT_COLUMN] = assign_leave_last_out(batch, group_col, time_col, last_two)
             return batch.drop(columns=[HASH_COLUMN])
 
     else:  # temporal: oldest rows train, newest test

@@ -87,14 +87,17 @@ class TextFeatures(Preprocessor):
     def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         tokens = tokenize(text)
         subwords = np.zeros((self.max_tokens, self.pieces), dtype=np.int64)
-        bag: list[int] = []
+        words: list[int] = []
+        pieces: list[int] = []
         for t, token in enumerate(tokens):
-            ids = [self.word_ids.get(token, OOV)] + [self.hashed(g) for g in char_ngrams(token)]
+            word, grams = self.word_ids.get(token, OOV), [self.hashed(g) for g in char_ngrams(token)]
             if t < self.max_tokens:
-                row = ids[: self.pieces]
+                row = [word, *grams][: self.pieces]
                 subwords[t, : len(row)] = row
-            bag.extend(ids)
-        bag.extend(self.bigram_ids[b] for b in (f"{a} {b}" for a, b in zip(tokens, tokens[1:])) if b in self.bigram_ids)
+            words.append(word)
+            pieces.extend(grams)
+        bigrams = [self.bigram_ids[b] for b in (f"{a} {b}" for a, b in zip(tokens, tokens[1:])) if b in self.bigram_ids]
+        bag = words + bigrams + pieces  # most informative first: truncation drops character n-grams
         bag_row = np.zeros(self.max_bag, dtype=np.int64)
         bag = bag[: self.max_bag]
         bag_row[: len(bag)] = bag

@@ -63,6 +63,10 @@ class Task:
     def make_preprocessor(self, cfg: PipelineConfig) -> Preprocessor:
         raise NotImplementedError
 
+    def fit_preprocessor(self, cfg: PipelineConfig, splits: dict) -> Preprocessor:
+        """The preprocessor fitted on the training split only."""
+        return self.make_preprocessor(cfg).fit(splits["train"])
+
     def preprocessor_from_state(self, state: dict) -> Preprocessor:
         raise NotImplementedError
 

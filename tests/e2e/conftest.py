@@ -27,3 +27,13 @@ def image_run(ray_cluster, tmp_path_factory, e2e_registry):
 @pytest.fixture(scope="session")
 def tabular_run(ray_cluster, tmp_path_factory, e2e_registry):
     return cli_run("tabular", ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
+
+
+@pytest.fixture(scope="session")
+def text_run(ray_cluster, tmp_path_factory, e2e_registry):
+    return cli_run("text", ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
+
+
+@pytest.fixture(scope="session")
+def recommender_run(ray_cluster, tmp_path_factory, e2e_registry):
+    return cli_run("recommender", ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -33,11 +34,11 @@ def request(url: str, payload=None) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def server(image_run, tabular_run, ray_cluster):
+def server(image_run, tabular_run, text_run, recommender_run, ray_cluster):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--registry", str(image_run["registry"]), "--tasks", "image", "tabular", "--address", ray_cluster.address, "--reload-interval", "0.5"],
+         "--registry", str(image_run["registry"]), "--tasks", "image", "tabular", "text", "recommender", "--address", ray_cluster.address, "--reload-interval", "0.5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -60,10 +61,11 @@ def server(image_run, tabular_run, ray_cluster):
 
 def test_health_and_models(server, image_run):
     base, _ = server
-    assert request(base + "/healthz") == (200, {"status": "ok", "tasks": ["image", "tabular"]})
+    assert request(base + "/healthz") == (200, {"status": "ok", "tasks": ["image", "recommender", "tabular", "text"]})
     status, body = request(base + "/models")
     assert status == 200 and body["models"][0]["run_id"] == image_run["metrics"]["run_id"]
-    assert body["models"][1]["task"] == "tabular" and body["models"][1]["loaded"]
+    assert [m["task"] for m in body["models"]] == ["image", "recommender", "tabular", "text"]
+    assert all(m["loaded"] for m in body["models"])
     assert request(base + "/openapi.json")[0] == 200
 
 
@@ -131,6 +133,64 @@ def test_tabular_bad_records_answer_422_naming_fields(server):
     assert status == 422 and "missing field(s): age" in body["detail"] and "unknown field(s): salary" in body["detail"]
     status, body = request(base + "/tabular/predict", {**ADULT_RECORDS[0][0], "hours_per_week": "lots"})
     assert status == 422 and "hours_per_week" in body["detail"]
+
+
+def test_text_predictions(server):
+    base, _ = server
+    status, body = request(base + "/text/predict", {"texts": ["I love this phone, the battery is great.",
+                                                               "Terrible food and rude staff, never again."]})
+    assert status == 200
+    assert [p["label"] for p in body["predictions"]] == ["positive", "negative"]
+    status, body = request(base + "/text/predict", {"text": "Great value."})
+    assert status == 200 and len(body["predictions"]) == 1 and 0.5 <= body["predictions"][0]["probability"] <= 1.0
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"text": "   "}, "text"),
+    ({"text": "x" * 6000}, "text"),
+    ({"texts": ["ok", ""]}, "texts[1]"),
+    ({"text": 42}, "text"),
+    ({}, "text"),
+])
+def test_text_bad_requests_answer_422(server, payload, field):
+    base, _ = server
+    status, body = request(base + "/text/predict", payload)
+    assert status == 422 and field in json.dumps(body["detail"])
+
+
+def test_recommendations_for_a_known_user_exclude_rated_movies(server):
+    base, _ = server
+    import gzip
+
+    from pipeline.tasks.recommender import builtin_path
+
+    with gzip.open(builtin_path("ratings.csv.gz"), "rt") as fh:
+        ratings = pd.read_csv(fh)
+    rated = set(ratings[ratings["userId"] == 15]["movieId"])
+    status, body = request(base + "/recommender/recommend", {"user_id": 15, "k": 10})
+    assert status == 200 and body["known_user"] and body["method"] == "model"
+    movies = body["recommendations"]
+    assert len(movies) == 10 and all(m["title"] for m in movies)
+    assert not {m["movie_id"] for m in movies} & rated
+    scores = [m["score"] for m in movies]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_user_gets_popular_movies_and_is_told(server):
+    base, _ = server
+    status, body = request(base + "/recommender/recommend", {"user_id": 999999, "k": 5})
+    assert status == 200 and not body["known_user"] and body["method"] == "popular"
+    assert "not in the training data" in body["note"] and len(body["recommendations"]) == 5
+
+
+def test_new_user_from_genre_preferences(server):
+    base, _ = server
+    status, body = request(base + "/recommender/recommend", {"genres": {"Animation": 1.0, "Children": 1.0}, "k": 10})
+    assert status == 200 and len(body["recommendations"]) == 10
+    status, body = request(base + "/recommender/recommend", {"genres": {"Cartoons": 1.0}})
+    assert status == 422 and "Cartoons" in body["detail"]
+    status, body = request(base + "/recommender/recommend", {"user_id": 1, "k": 1000})
+    assert status == 422 and "k" in json.dumps(body["detail"])
 
 
 def test_sigint_shuts_down_cleanly(server):

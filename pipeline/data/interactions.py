@@ -1,0 +1,159 @@
+"""Features for user-item interactions, fitted on the training split.
+
+Users and items get indices (0 = unknown); items come from the catalog (e.g. movies.csv: id, title,
+genres) plus any rated item. Item genres become a multi-hot matrix; a user's profile is the mean
+genre vector of the items they rated in the training split. Popularity counts come from the training
+split. For ranking evaluation each held-out row gets `n_negatives` items the user never rated
+(anywhere in the data), sampled deterministically from the seed, user and item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data.features import Preprocessor, fit_partials
+
+
+class InteractionFeatures(Preprocessor):
+    def __init__(self, user_column: str = "userId", item_column: str = "movieId", rating_column: str = "rating",
+                 n_negatives: int = 100, eval_negatives: bool = False, seed: int = 42, state: dict | None = None):
+        self.user_column, self.item_column, self.rating_column = user_column, item_column, rating_column
+        self.n_negatives, self.eval_negatives, self.seed = n_negatives, eval_negatives, seed
+        self.s: dict[str, Any] = state or {}
+        if state:
+            self._index()
+
+    # --- fitting ---------------------------------------------------------------------------------
+    def fit_all(self, train_ds, catalog: pd.DataFrame, history: pd.DataFrame) -> "InteractionFeatures":
+        """`catalog`: item id, title, genres ("A|B"); `history`: every (user, item) rated in any split,
+        used only to keep rated items out of sampled negatives and out of recommendations."""
+        u, i, r = self.user_column, self.item_column, self.rating_column
+
+        def partial(batch: pd.DataFrame) -> dict:
+            items = batch[i].astype("int64")
+            counts = items.value_counts()
+            sums = batch[r].astype("float64").groupby(items).agg(["sum", "count"])
+            return {"users": sorted(batch[u].astype("int64").unique().tolist()),
+                    "item_counts": {int(k): int(v) for k, v in counts.items()},
+                    "item_sums": {int(k): [float(a), int(b)] for k, (a, b) in sums.iterrows()},
+                    "rating_sum": float(batch[r].astype("float64").sum()), "rows": len(batch),
+                    "pairs": batch[[u, i]].astype("int64").to_numpy().tolist()}
+
+        partials = fit_partials(train_ds, partial)
+        users = sorted({x for p in partials for x in p["users"]})
+        catalog = catalog.copy()
+        catalog["item"] = catalog["item"].astype("int64")
+        extra = sorted(set(history[i].astype("int64")) - set(catalog["item"]))
+        catalog = pd.concat([catalog, pd.DataFrame({"item": extra, "title": [f"item {x}" for x in extra], "genres": ""})])
+        catalog = catalog.drop_duplicates("item").sort_values("item")
+        genre_lists = [sorted(g for g in str(gs).split("|") if g and g != "(no genres listed)" and g != "nan") for gs in catalog["genres"]]
+        vocab = sorted({g for gl in genre_lists for g in gl})
+        counts: dict[int, int] = {}
+        sums: dict[int, list] = {}
+        for p in partials:
+            for k, v in p["item_counts"].items():
+                counts[int(k)] = counts.get(int(k), 0) + v
+            for k, (a, b) in p["item_sums"].items():
+                acc = sums.setdefault(int(k), [0.0, 0])
+                acc[0] += a
+                acc[1] += b
+        rows = sum(p["rows"] for p in partials)
+        self.s = {
+            "users": users, "items": catalog["item"].tolist(), "titles": catalog["title"].astype(str).tolist(),
+            "genre_vocab": vocab, "item_genres": [[vocab.index(g) for g in gl] for gl in genre_lists],
+            "popularity": {str(k): v for k, v in counts.items()},
+            "item_mean_rating": {str(k): a / b for k, (a, b) in sums.items()},
+            "global_mean": sum(p["rating_sum"] for p in partials) / max(rows, 1),
+            "history": {str(k): sorted(v.tolist()) for k, v in history.groupby(u)[i]},
+        }
+        self._index()
+        # Profiles: each training user's mean genre vector over the items they rated in train.
+        genres = self.genre_matrix()
+        profile_sum = np.zeros((len(users) + 1, len(vocab)), np.float64)
+        profile_n = np.zeros(len(users) + 1)
+        for p in partials:
+            pairs = np.asarray(p["pairs"], dtype=np.int64).reshape(-1, 2)
+            uidx, iidx = self.user_index(pairs[:, 0]), self.item_index(pairs[:, 1])
+            np.add.at(profile_sum, uidx, genres[iidx])
+            np.add.at(profile_n, uidx, 1)
+        self.s["user_profiles"] = np.round(profile_sum / np.maximum(profile_n, 1)[:, None], 5).tolist()
+        return self
+
+    def _index(self) -> None:
+        self.users = pd.Index(self.s["users"])
+        self.items = pd.Index(self.s["items"])
+        self.history_sets = {int(k): set(v) for k, v in self.s["history"].items()}
+
+    # --- lookups -------------------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.s["users"])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.s["items"])
+
+    def user_index(self, ids) -> np.ndarray:
+        return self.users.get_indexer(pd.Index(np.asarray(ids, dtype=np.int64))) + 1  # unknown: -1 + 1 = 0
+
+    def item_index(self, ids) -> np.ndarray:
+        return self.items.get_indexer(pd.Index(np.asarray(ids, dtype=np.int64))) + 1
+
+    def genre_matrix(self) -> np.ndarray:
+        out = np.zeros((self.n_items + 1, len(self.s["genre_vocab"])), np.float32)
+        for row, genres in enumerate(self.s["item_genres"], start=1):
+            out[row, genres] = 1.0
+        return out
+
+    def profile_from_preferences(self, preferences: dict[str, float]) -> np.ndarray:
+        vector = np.zeros(len(self.s["genre_vocab"]), np.float32)
+        for genre, weight in preferences.items():
+            vector[self.s["genre_vocab"].index(genre)] = weight
+        total = vector.sum()
+        return vector / total if total > 0 else vector
+
+    def rated(self, user_id: int) -> set:
+        return self.history_sets.get(int(user_id), set())
+
+    def negatives_for(self, user_id: int, item_id: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, int(user_id), int(item_id)])
+        excluded = {int(x) for x in self.item_index(list(self.rated(user_id)))} | {0}
+        chosen: list[int] = []
+        while len(chosen) < self.n_negatives:
+            for candidate in rng.integers(1, self.n_items + 1, self.n_negatives * 2):
+                if int(candidate) not in excluded:
+                    excluded.add(int(candidate))
+                    chosen.append(int(candidate))
+                    if len(chosen) == self.n_negatives:
+                        break
+        return np.asarray(chosen, dtype=np.int64)
+
+    # --- transforming ----------------------------------------------------------------------------
+    def transform(self, batch, with_target=True, negatives: bool = False):
+        out = {"user": self.user_index(batch[self.user_column]).astype(np.int64),
+               "item": self.item_index(batch[self.item_column]).astype(np.int64)}
+        if with_target:
+            out["rating"] = pd.to_numeric(pd.Series(batch[self.rating_column])).to_numpy(np.float32)
+        if negatives:
+            users, items = np.asarray(batch[self.user_column]), np.asarray(batch[self.item_column])
+            out["negatives"] = (np.stack([self.negatives_for(u, i) for u, i in zip(users, items)])
+                                if len(users) else np.zeros((0, self.n_negatives), np.int64))
+        return out
+
+    def transform_for(self, split: str):
+        if self.eval_negatives and split in ("val", "test"):
+            return lambda batch: self.transform(batch, with_target=True, negatives=True)
+        return self.transform
+
+    def state(self):
+        return {"kind": "interactions", "user_column": self.user_column, "item_column": self.item_column,
+                "rating_column": self.rating_column, "n_negatives": self.n_negatives, "eval_negatives": self.eval_negatives,
+                "seed": self.seed, **self.s}
+
+    @classmethod
+    def from_state(cls, state):
+        keys = ("user_column", "item_column", "rating_column", "n_negatives", "eval_negatives", "seed")
+        return cls(**{k: state[k] for k in keys}, state={k: v for k, v in state.items() if k not in keys + ("kind",)})
