@@ -19,21 +19,17 @@ def cli_run(task: str, cluster, root, registry) -> dict:
             "stdout": result.stdout}
 
 
-@pytest.fixture(scope="session")
-def image_run(ray_cluster, tmp_path_factory, e2e_registry):
-    return cli_run("image", ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
+def task_run_fixture(task: str):
+    """A session fixture: `pipeline run TASK` into the shared e2e registry."""
+
+    @pytest.fixture(scope="session")
+    def run(ray_cluster, tmp_path_factory, e2e_registry):
+        return cli_run(task, ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
+
+    return run
 
 
-@pytest.fixture(scope="session")
-def tabular_run(ray_cluster, tmp_path_factory, e2e_registry):
-    return cli_run("tabular", ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
-
-
-@pytest.fixture(scope="session")
-def text_run(ray_cluster, tmp_path_factory, e2e_registry):
-    return cli_run("text", ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
-
-
-@pytest.fixture(scope="session")
-def recommender_run(ray_cluster, tmp_path_factory, e2e_registry):
-    return cli_run("recommender", ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
+image_run = task_run_fixture("image")
+tabular_run = task_run_fixture("tabular")
+text_run = task_run_fixture("text")
+recommender_run = task_run_fixture("recommender")
