@@ -3,6 +3,7 @@
     pipeline demo                              every task end to end on embedded data
     pipeline run TASK [--config F] [--data URI] [--num-workers N] [--use-gpu] [--output DIR]
     pipeline data TASK [--data URI] [--output DIR]
+    pipeline tune TASK [--search random|grid|bayes] [--scheduler asha|pbt|fifo] [--num-samples N] [--promote]
     pipeline serve [--host H] [--port P]
     pipeline predict TASK --input JSON
     pipeline batch-predict TASK --input URI --output URI
@@ -71,6 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data stages only; prints the data report")
     add_config_args(data)
+
+    tune = sub.add_parser("tune", help="learning-rate / schedule sweep with Ray Tune over the same training loop")
+    add_config_args(tune)
+    tune.add_argument("--search", default="random", choices=["random", "grid", "bayes"], help="bayes: Optuna (TPE)")
+    tune.add_argument("--scheduler", default="asha", choices=["asha", "pbt", "fifo"])
+    tune.add_argument("--num-samples", type=int, default=8, help="trials to sample (random, bayes)")
+    tune.add_argument("--max-concurrent", type=int, default=2)
+    tune.add_argument("--cpus-per-trial", type=float, default=1.0, help="per worker with --workers-per-trial > 1")
+    tune.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
+    tune.add_argument("--workers-per-trial", type=int, default=1, help="each trial a multi-worker Ray Train run")
+    tune.add_argument("--time-budget-s", type=float, help="stop starting and running trials after this many seconds")
+    tune.add_argument("--epochs", type=int, help="maximum epochs per trial")
+    tune.add_argument("--lr-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="log-uniform learning-rate range")
+    tune.add_argument("--schedules", help="comma-separated LR schedules to search")
+    tune.add_argument("--optimizers", help="comma-separated optimizers to search (sgd, adam, adamw)")
+    tune.add_argument("--candidate", help="which model candidate to tune (default: the first)")
+    tune.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same --output/--storage")
+    tune.add_argument("--storage", help="sweep storage path or URI (default: OUTPUT/tune), e.g. s3://bucket/sweeps")
+    tune.add_argument("--name", help="experiment name (default: TASK-tune)")
+    tune.add_argument("--registry")
+    tune.add_argument("--promote", action="store_true", help="make the best trial's model production")
+    tune.add_argument("--mlflow-uri", help="MLflow tracking URI (default with mlflow installed: sqlite:///OUTPUT/mlflow.db)")
 
     serve = sub.add_parser("serve", help="serve every task's production model over HTTP (foreground)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -151,6 +174,30 @@ def cmd_data(args: argparse.Namespace) -> int:
     output = args.output or os.path.join("runs", f"data-{args.task}")
     prepare_data(get_task(args.task), cfg, output)
     print(f"data report: {os.path.join(os.path.abspath(output), 'data_report.json')}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from pipeline.registry import Registry
+    from pipeline.runtime import init_ray
+    from pipeline.tune import TuneOptions, run_tune
+
+    cfg = load_run_config(args)
+    space: dict[str, Any] = {}
+    if args.lr_range:
+        space["train.lr"] = {"loguniform": sorted(args.lr_range)}
+    if args.schedules:
+        space["train.schedule.name"] = {"choice": args.schedules.split(",")} if args.search != "grid" else args.schedules.split(",")
+    if args.optimizers:
+        space["train.optimizer"] = {"choice": args.optimizers.split(",")} if args.search != "grid" else args.optimizers.split(",")
+    opts = TuneOptions(args.search, args.scheduler, args.num_samples, args.max_concurrent, args.cpus_per_trial,
+                       args.gpus_per_trial, args.workers_per_trial, args.time_budget_s, args.epochs, args.resume,
+                       args.storage, args.name, args.promote, args.mlflow_uri, args.candidate, space)
+    opts.validate()
+    output = args.output or os.path.join("runs", f"{args.task}-tune")
+    init_ray(args.address, verbose=args.verbose)
+    run_tune(args.task, cfg, opts, output, Registry(args.registry))
+    print(f"results: {os.path.join(os.path.abspath(output), 'results.csv')}")
     return 0
 
 
@@ -240,7 +287,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "data": cmd_data, "demo": cmd_demo, "serve": cmd_serve, "predict": cmd_predict,
+COMMANDS = {"run": cmd_run, "data": cmd_data, "tune": cmd_tune, "demo": cmd_demo, "serve": cmd_serve, "predict": cmd_predict,
             "batch-predict": cmd_batch_predict, "registry": cmd_registry}
 
 

@@ -48,3 +48,39 @@ def learning_curves_png(history: list[dict], path: str, metric: str, title: str 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def lr_vs_metric_png(table, metric: str, path: str) -> str:
+    """Each trial's best validation metric against its learning rate, one colour per LR schedule."""
+    column = f"best_{metric}"
+    lr = "train.lr" if "train.lr" in table else "lr_start"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = table.groupby("train.schedule.name") if "train.schedule.name" in table else [("config schedule", table)]
+    for schedule, rows in groups:
+        ax.scatter(rows[lr], rows[column], label=str(schedule), s=40, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"best {metric}")
+    ax.set_title(f"{metric} vs learning rate, per schedule")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def trial_curves_png(histories: dict, metric: str, path: str) -> str:
+    """Validation metric per epoch for every trial (short lines: stopped early by the scheduler)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for trial, frame in histories.items():
+        if metric in frame:
+            ax.plot(frame["training_iteration"], frame[metric], marker=".", linewidth=1, label=trial)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"learning curves per trial ({len(histories)} trials)")
+    if len(histories) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -94,12 +94,79 @@ def quiet_train_worker_logs() -> None:
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     except ImportError:
         pass
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # "Checkpoint created" per epoch
+
+
+class TrainSession:
+    """The loop's view of a Ray Train worker: rank, shards, checkpoints, reports, DDP."""
+
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def dataset(self, name: str):
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
+    def checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+
+class TuneSession:
+    """The same loop as one Ray Tune trial (a single process): datasets are passed in whole,
+    checkpoints and reports go to Tune (so ASHA can stop it and PBT can clone and perturb it)."""
+
+    rank, world = 0, 1
+
+    def __init__(self, datasets: dict):
+        self.datasets = datasets
+
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Tune sets the trial's GPUs
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device())
+
+    def dataset(self, name: str):
+        return self.datasets[name]
+
+    def checkpoint(self):
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
+    """Ray Train's entry point."""
+    run_training(loop_config, TrainSession())
 
+
+def run_training(loop_config: dict[str, Any], session) -> None:
     from pipeline.config import PipelineConfig, from_dict
     from pipeline.tasks import get_task
 
@@ -108,20 +175,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     task = get_task(cfg.task)
     tc = cfg.train
     prep_state = loop_config["preprocessor"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = session.rank, session.world
     label = f"{cfg.task}/{cfg.model['name']}" if cfg.model.get("name") else cfg.task
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.set_num_threads(max(1, tc.cpus_per_worker))
-    device = ray.train.torch.get_device()
-    model = task.build_model(cfg, prep_state)
-    model = ray.train.torch.prepare_model(model)
+    device = session.device()
+    model = session.prepare_model(task.build_model(cfg, prep_state))
     optimizer = make_optimizer(model.parameters(), tc)
 
     state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": []}
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as path:
             load_weights(path, model)
@@ -138,8 +203,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_rows = int(loop_config.get("train_rows", 0))
     steps_per_epoch = max(1, train_rows // world // tc.batch_size)
     drop_last = train_rows // world > tc.batch_size
-    train_data = ShardData(ray.train.get_dataset_shard("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank)
-    val_data = ShardData(ray.train.get_dataset_shard("val"), device, tc.cache_data, 0, cfg.seed)
+    train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank)
+    val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed)
     fail_at = loop_config.get("fail_once_at_epoch")
 
     for epoch in range(state["epoch"], tc.epochs):
@@ -180,6 +245,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics = {
             "epoch": epoch + 1,
             "lr": lr,
+            "base_lr": tc.lr,  # before the schedule: what PBT perturbs
             "train_loss": totals.pop("train_loss_sum") / max(totals.pop("train_rows"), 1.0),
             **{f"val_{k}": v for k, v in task.eval_metrics(totals).items()},
             "epoch_seconds": time.perf_counter() - started,
@@ -202,9 +268,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 save_model_dir(tmp, model, prep_state, loop_config["config"])
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
                 write_json(os.path.join(tmp, HISTORY_FILE), {"epochs": state["history"], "resumed_from": state["resumed_from"]})
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                session.report(metrics, tmp)
         else:
-            ray.train.report(metrics, checkpoint=None)
+            session.report(metrics, None)
         if stop:
             if rank == 0:
                 print(f"[{label}] early stopping: no {tc.metric} improvement for {state['stale']} epochs", flush=True)

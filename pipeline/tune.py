@@ -1,0 +1,341 @@
+"""`pipeline tune TASK`: learning-rate and schedule sweeps with Ray Tune over the one training loop.
+
+The data stages run once in the driver; every trial trains with `pipeline.train.loop` on the same
+prepared datasets: in the trial's own process (`TuneSession`, one worker: ASHA can stop it, PBT can
+clone its checkpoint and perturb its learning rate) or, with `--workers-per-trial N`, as a
+multi-worker Ray Train run whose reports reach Tune through `TuneReportCallback`.
+
+Outputs in --output: results.csv (one row per trial), best_config.yaml (usable with
+`pipeline run TASK --config`), lr_vs_metric.png, learning_curves.png, metrics.json with the best
+trial's test metrics, and the Tune experiment (TensorBoard logs) under tune/. The best trial's
+checkpoint is registered, and promoted to production with --promote.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from pipeline.config import PipelineConfig, from_dict, set_dotted
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.train.schedules import SCHEDULES
+
+SEARCHES = ("random", "grid", "bayes")
+SCHEDULERS = ("asha", "pbt", "fifo")
+
+
+@dataclass
+class TuneOptions:
+    search: str = "random"
+    scheduler: str = "asha"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    time_budget_s: float | None = None
+    epochs: int | None = None
+    resume: bool = False
+    storage: str | None = None
+    name: str | None = None
+    promote: bool = False
+    mlflow_uri: str | None = None
+    candidate: str | None = None
+    space: dict[str, Any] = field(default_factory=dict)  # dotted key -> spec, over the config's tune.space
+
+    def validate(self) -> None:
+        if self.search not in SEARCHES:
+            raise ConfigError(f"--search must be one of {SEARCHES}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"--scheduler must be one of {SCHEDULERS}")
+        if self.scheduler == "pbt" and self.workers_per_trial > 1:
+            raise ConfigError("PBT clones trial checkpoints through Tune: use --workers-per-trial 1 with --scheduler pbt")
+        if self.search == "bayes" and self.scheduler == "pbt":
+            raise ConfigError("PBT mutates configs itself: use --search random with --scheduler pbt")
+        if self.num_samples < 1 or self.max_concurrent < 1:
+            raise ConfigError("--num-samples and --max-concurrent must be at least 1")
+
+
+def to_tune_domain(key: str, spec: Any):
+    """Config spec -> Tune domain: {loguniform: [a, b]}, {uniform: [a, b]}, {choice: [...]}, a constant."""
+    from ray import tune
+
+    if not isinstance(spec, dict):
+        return spec
+    (kind, args), = spec.items() if len(spec) == 1 else ((None, None),)
+    if kind == "loguniform":
+        return tune.loguniform(float(args[0]), float(args[1]))
+    if kind == "uniform":
+        return tune.uniform(float(args[0]), float(args[1]))
+    if kind == "choice":
+        return tune.choice(list(args))
+    raise ConfigError(f"tune.space.{key}: use {{loguniform: [a, b]}}, {{uniform: [a, b]}} or {{choice: [...]}}")
+
+
+def search_space(cfg: PipelineConfig, opts: TuneOptions) -> dict[str, Any]:
+    from ray import tune
+
+    space = {**cfg.tune.get("space", {}), **opts.space}
+    if opts.search == "grid":
+        grid = {**cfg.tune.get("grid", {}), **{k: v for k, v in opts.space.items() if isinstance(v, list)}}
+        if not grid:
+            raise ConfigError("--search grid needs tune.grid in the config (key: [values])")
+        out = {k: tune.grid_search(list(v)) for k, v in grid.items()}
+    else:
+        out = {k: to_tune_domain(k, v) for k, v in space.items()}
+    for key in out:
+        check_key(cfg, key)
+    bad = [s for s in schedule_values(out) if s not in SCHEDULES]
+    if bad:
+        raise ConfigError(f"unknown LR schedule(s) {bad}; choose from {', '.join(SCHEDULES)}")
+    return out
+
+
+def schedule_values(space: dict) -> list:
+    domain = space.get("train.schedule.name")
+    if domain is None:
+        return []
+    if isinstance(domain, dict) and "grid_search" in domain:
+        return list(domain["grid_search"])
+    return list(getattr(domain, "categories", [])) or ([domain] if isinstance(domain, str) else [])
+
+
+def check_key(cfg: PipelineConfig, key: str) -> None:
+    raw = cfg.to_dict()
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"tune space key {key!r} is not a config key")
+        node = node[part]
+    if parts[0] in ("train", "seed") and parts[-1] not in node:
+        raise ConfigError(f"tune space key {key!r} is not a config key")
+
+
+def apply_params(raw: dict, params: dict[str, Any]) -> dict:
+    out = copy.deepcopy(raw)
+    for key, value in params.items():
+        set_dotted(out, key, value)
+    return out
+
+
+def tune_trial(params: dict, datasets: dict, loop_base: dict, workers: int, resources: dict) -> None:
+    """One trial: the base config with this trial's parameters, trained by the shared loop."""
+    from pipeline.train.loop import TuneSession, run_training
+
+    raw = apply_params(loop_base["config"], params)
+    trial_cfg = from_dict(PipelineConfig, raw, "")
+    trial_cfg.train.validate()
+    loop_config = {**loop_base, "config": trial_cfg.to_dict()}
+    if workers == 1:
+        run_training(loop_config, TuneSession(datasets))
+        return
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipeline.train.trainer import build_trainer
+
+    trial_cfg.train.num_workers = workers
+    trial_cfg.train.cpus_per_worker = max(1, int(resources.get("cpu", 1)))
+    trial_cfg.train.use_gpu = resources.get("gpu", 0) > 0
+    trainer = build_trainer(trial_cfg, datasets, loop_base["preprocessor"], tune.get_context().get_trial_dir(), "train",
+                            loop_base["train_rows"], callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir: str, registry=None, log=print) -> dict:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.logger.tensorboardx import TBXLoggerCallback
+
+    from pipeline.flow import SplitCache, candidate_configs, new_run_id, prepare_data
+    from pipeline.registry import Registry
+    from pipeline.tasks import get_task
+
+    opts.validate()
+    started = time.perf_counter()
+    task = get_task(task_name)
+    output_dir = os.path.abspath(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    candidates = dict(candidate_configs(cfg))
+    name = opts.candidate or next(iter(candidates))
+    if name not in candidates:
+        raise ConfigError(f"--candidate {name!r} is not one of {sorted(candidates)}")
+    base = candidates[name]
+    if opts.epochs:
+        base.train.epochs = opts.epochs
+    metric, mode = base.train.metric, base.train.mode
+    space = search_space(base, opts)
+
+    prepared = prepare_data(task, base, os.path.join(output_dir, "data"), log)
+    cache = SplitCache(task, prepared, base, log)
+    splits = cache.get(base)
+    preprocessor, features = cache.featurized(base)
+    loop_base = {"config": base.to_dict(), "preprocessor": preprocessor.state(), "train_rows": splits["train"].count()}
+    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
+    trainable = tune.with_parameters(tune_trial, datasets=features, loop_base=loop_base, workers=opts.workers_per_trial,
+                                     resources=resources)
+    trainable = tune.with_resources(trainable, resources if opts.workers_per_trial == 1 else {"cpu": 0.01})
+
+    storage = opts.storage or os.path.join(output_dir, "tune")
+    experiment = opts.name or f"{task_name}-tune"
+    path = f"{storage.rstrip('/')}/{experiment}"
+    if opts.resume and tune.Tuner.can_restore(path):
+        log(f"[tune] resuming the sweep in {path}")
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        if opts.resume:
+            log(f"[tune] nothing to resume in {path}; starting a new sweep")
+        elif tune.Tuner.can_restore(path):
+            raise PipelineError(f"a sweep already exists in {path}: pass --resume to continue it, or another --name / --output")
+        callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
+        mlflow = mlflow_callback(opts, experiment, output_dir)
+        if mlflow:
+            callbacks.append(mlflow)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=make_scheduler(opts, base, metric, mode),
+                                        search_alg=make_searcher(opts, metric, mode), num_samples=1 if opts.search == "grid" else opts.num_samples,
+                                        max_concurrent_trials=opts.max_concurrent, time_budget_s=opts.time_budget_s),
+            run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=callbacks, verbose=1,
+                                      # PBT copies checkpoints between trials: keep them all (they are small).
+                                      checkpoint_config=tune.CheckpointConfig(
+                                          num_to_keep=None if opts.scheduler == "pbt" else 2,
+                                          checkpoint_score_attribute=metric, checkpoint_score_order=mode)),
+        )
+    samples = "grid" if opts.search == "grid" else opts.num_samples
+    log(f"[tune] {task_name}/{name}: search={opts.search} scheduler={opts.scheduler} samples={samples} "
+        f"concurrent={opts.max_concurrent} resources/trial={resources} workers/trial={opts.workers_per_trial}")
+    grid = tuner.fit()
+    return summarize_sweep(task, base, grid, metric, mode, opts, output_dir, splits, registry or Registry(), started, log,
+                           new_run_id(f"{task_name}-tune"))
+
+
+def make_scheduler(opts: TuneOptions, cfg: PipelineConfig, metric: str, mode: str):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    settings = cfg.tune
+    if opts.scheduler == "asha":
+        asha = settings.get("asha", {})
+        return ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs, grace_period=int(asha.get("grace_period", 2)),
+                             reduction_factor=float(asha.get("reduction_factor", 3)))
+    if opts.scheduler == "pbt":
+        pbt = settings.get("pbt", {})
+        low, high = pbt.get("lr_bounds", [1e-4, 1e-1])
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=int(pbt.get("perturbation_interval", 2)),
+                                       hyperparam_mutations={"train.lr": tune.loguniform(float(low), float(high))},
+                                       quantile_fraction=float(pbt.get("quantile_fraction", 0.25)),
+                                       resample_probability=float(pbt.get("resample_probability", 0.25)),
+                                       synch=bool(pbt.get("synch", False)))
+    return FIFOScheduler()
+
+
+def make_searcher(opts: TuneOptions, metric: str, mode: str):
+    if opts.search != "bayes":
+        return None
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise PipelineError("--search bayes needs optuna: pip install 'ray-dl-pipeline[tune]'") from None
+    return OptunaSearch(metric=metric, mode=mode)  # tree-structured Parzen estimator
+
+
+def mlflow_callback(opts: TuneOptions, experiment: str, output_dir: str):
+    """MLflow logging when the optional `mlflow` extra is installed (a local SQLite store by default:
+    MLflow 3 keeps its plain-file store in maintenance mode)."""
+    try:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        import mlflow  # noqa: F401
+    except ImportError:
+        if opts.mlflow_uri:
+            raise PipelineError("--mlflow-uri needs mlflow: pip install 'ray-dl-pipeline[mlflow]'") from None
+        return None
+    class OnceParamsMLflowCallback(MLflowLoggerCallback):
+        """MLflow params are immutable: log a trial's config once; a PBT restart with a perturbed lr
+        shows up in the logged `base_lr` metric instead of failing on a second params write."""
+
+        def log_trial_start(self, trial):
+            if trial not in self._trial_runs:
+                super().log_trial_start(trial)
+
+    uri = opts.mlflow_uri or "sqlite:///" + os.path.join(output_dir, "mlflow.db")
+    return OnceParamsMLflowCallback(tracking_uri=uri, experiment_name=experiment, save_artifact=False)
+
+
+def trial_rows(grid, metric: str, mode: str) -> pd.DataFrame:
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        values = history[metric] if metric in history else pd.Series(dtype=float)
+        base_lr = history["base_lr"] if "base_lr" in history else pd.Series(dtype=float)
+        row = {"trial_id": result.metrics.get("trial_id") if result.metrics else None,
+               **{k: v for k, v in (result.config or {}).items()},
+               f"best_{metric}": (values.max() if mode == "max" else values.min()) if len(values) else math.nan,
+               f"last_{metric}": values.iloc[-1] if len(values) else math.nan,
+               "epochs": int(history["training_iteration"].max()) if "training_iteration" in history and len(history) else 0,
+               "lr_start": base_lr.iloc[0] if len(base_lr) else math.nan,
+               "lr_end": base_lr.iloc[-1] if len(base_lr) else math.nan,
+               "lr_changes": int((base_lr.diff().fillna(0) != 0).sum()) if len(base_lr) else 0,
+               "status": "error" if result.error else "done",
+               "path": result.path}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.sort_values(f"best_{metric}", ascending=mode == "min", na_position="last").reset_index(drop=True)
+
+
+def summarize_sweep(task, base: PipelineConfig, grid, metric: str, mode: str, opts: TuneOptions, output_dir: str, splits: dict,
+                    registry, started: float, log, run_id: str) -> dict:
+    """Results table and CSV, best config YAML, plots, and the best checkpoint evaluated and registered."""
+    from pipeline.plots import lr_vs_metric_png, trial_curves_png
+    from pipeline.train.checkpoint import write_json
+
+    table = trial_rows(grid, metric, mode)
+    table.drop(columns=["path"]).to_csv(os.path.join(output_dir, "results.csv"), index=False)
+    shown = table.drop(columns=["path"]).copy()
+    with pd.option_context("display.max_columns", 30, "display.width", 200, "display.float_format", "{:.4g}".format):
+        log("[tune] results (best first):\n" + shown.to_string(index=False))
+    errors = int((table["status"] == "error").sum())
+    if errors == len(table):
+        raise PipelineError(f"all {errors} trials failed; see the trial logs under {grid.experiment_path}")
+    best = grid.get_best_result(metric=metric, mode=mode, scope="all")
+    best_raw = apply_params(base.to_dict(), best.config)
+    with open(os.path.join(output_dir, "best_config.yaml"), "w") as fh:
+        yaml.safe_dump(best_raw, fh, sort_keys=False)
+    lr_vs_metric_png(table, metric, os.path.join(output_dir, "lr_vs_metric.png"))
+    trial_curves_png({str(r.metrics.get("trial_id", i)): r.metrics_dataframe for i, r in enumerate(grid) if r.metrics_dataframe is not None},
+                     metric, os.path.join(output_dir, "learning_curves.png"))
+
+    checkpoint = best.get_best_checkpoint(metric=metric, mode=mode)
+    model_dir = os.path.join(output_dir, "model")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    with checkpoint.as_directory() as path:
+        shutil.copytree(path, model_dir)
+    results = task.evaluate(model_dir, splits, output_dir)
+    total_epochs = int(table["epochs"].sum())
+    metrics = {
+        "task": task.name, "run_id": run_id, "test": results["test"], "val": results["val"],
+        "tune": {"metric": metric, "mode": mode, "search": opts.search, "scheduler": opts.scheduler, "trials": len(table),
+                 "errored_trials": errors, "trial_epochs": total_epochs, "best_config": best.config,
+                 f"best_{metric}": float(table[f"best_{metric}"].iloc[0]), "experiment": grid.experiment_path},
+        "baselines": {}, "wall_seconds": round(time.perf_counter() - started, 1), "output_dir": output_dir,
+    }
+    write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    uri = registry.register(task.name, run_id, model_dir, metrics)
+    if opts.promote:
+        registry.promote(task.name, run_id)
+    log(f"[tune] {len(table)} trials, {total_epochs} trial-epochs, best {metric}={metrics['tune'][f'best_{metric}']:.4f} "
+        f"with {best.config}")
+    log(f"[tune] registered {uri}{' and promoted to production' if opts.promote else ''}; best config: "
+        f"{os.path.join(output_dir, 'best_config.yaml')}")
+    return metrics
