@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, run_cli
 
 
 def request(url: str, payload=None) -> tuple[int, dict]:
@@ -191,6 +191,24 @@ def test_new_user_from_genre_preferences(server):
     assert status == 422 and "Cartoons" in body["detail"]
     status, body = request(base + "/recommender/recommend", {"user_id": 1, "k": 1000})
     assert status == 422 and "k" in json.dumps(body["detail"])
+
+
+def test_promoting_a_tuned_model_makes_serve_load_it(server, image_run, ray_cluster, tmp_path):
+    base, _ = server
+    result = run_cli(["tune", "image", "--num-samples", "2", "--epochs", "3", "--output", str(tmp_path / "sweep"),
+                      "--registry", str(image_run["registry"]), "--promote"], ray_cluster)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tuned = json.loads((tmp_path / "sweep" / "metrics.json").read_text())["run_id"]
+    assert tuned != image_run["metrics"]["run_id"]
+    for _ in range(60):  # the model deployment re-reads the production pointer every 0.5 s here
+        models = {m["task"]: m for m in request(base + "/models")[1]["models"]}
+        if models["image"].get("run_id") == tuned:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("Serve did not switch to the promoted model")
+    status, body = request(base + "/image/predict", {"pixels": load_digits().images[0].tolist()})
+    assert status == 200 and body["run_id"] == tuned
 
 
 def test_sigint_shuts_down_cleanly(server):

@@ -53,7 +53,7 @@ def test_a_killed_sweep_resumes_instead_of_starting_over(ray_cluster, tmp_path):
     proc.wait(timeout=60)
     before = trial_result_lines(experiment)
     finished = [trial for trial, lines in before.items() if lines == 5]
-    assert finished and len(before) < 3 or sum(before.values()) < 15, before
+    assert finished and sum(before.values()) < 15, before  # killed part-way: one trial done, not all
 
     result = run_cli([*args[:-2], "--resume"], ray_cluster)
     assert result.returncode == 0, result.stderr[-3000:]
