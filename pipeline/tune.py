@@ -272,13 +272,20 @@ def mlflow_callback(opts: TuneOptions, experiment: str, output_dir: str):
     return OnceParamsMLflowCallback(tracking_uri=uri, experiment_name=experiment, save_artifact=False)
 
 
+def trial_id(result) -> str:
+    """From the trial's directory (`tune_trial_<exp>_<n>_...`): PBT copies a donor's last metrics,
+    trial_id included, into the trial it exploits, so the metrics cannot be trusted for this."""
+    parts = os.path.basename(result.path.rstrip("/")).split("_")
+    return "_".join(parts[2:4]) if len(parts) > 3 else parts[-1]
+
+
 def trial_rows(grid, metric: str, mode: str) -> pd.DataFrame:
     rows = []
     for result in grid:
         history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         values = history[metric] if metric in history else pd.Series(dtype=float)
         base_lr = history["base_lr"] if "base_lr" in history else pd.Series(dtype=float)
-        row = {"trial_id": result.metrics.get("trial_id") if result.metrics else None,
+        row = {"trial_id": trial_id(result),
                **{k: v for k, v in (result.config or {}).items()},
                f"best_{metric}": (values.max() if mode == "max" else values.min()) if len(values) else math.nan,
                f"last_{metric}": values.iloc[-1] if len(values) else math.nan,
@@ -312,7 +319,7 @@ def summarize_sweep(task, base: PipelineConfig, grid, metric: str, mode: str, op
     with open(os.path.join(output_dir, "best_config.yaml"), "w") as fh:
         yaml.safe_dump(best_raw, fh, sort_keys=False)
     lr_vs_metric_png(table, metric, os.path.join(output_dir, "lr_vs_metric.png"))
-    trial_curves_png({str(r.metrics.get("trial_id", i)): r.metrics_dataframe for i, r in enumerate(grid) if r.metrics_dataframe is not None},
+    trial_curves_png({trial_id(r): r.metrics_dataframe for r in grid if r.metrics_dataframe is not None},
                      metric, os.path.join(output_dir, "learning_curves.png"))
 
     checkpoint = best.get_best_checkpoint(metric=metric, mode=mode)

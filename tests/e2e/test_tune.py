@@ -68,7 +68,11 @@ def test_a_killed_sweep_resumes_instead_of_starting_over(ray_cluster, tmp_path):
 def test_pbt_perturbs_learning_rates(ray_cluster, tmp_path):
     out = tmp_path / "pbt"
     result = run_cli(["tune", "tabular", "--scheduler", "pbt", "--num-samples", "4", "--max-concurrent", "4", "--epochs", "8",
-                      "--set", "train.early_stopping.patience=0", "--output", str(out), "--registry", str(tmp_path / "reg")],
+                      "--set", "train.early_stopping.patience=0",
+                      # Synchronous PBT with half the population exploited: every perturbation round moves
+                      # two trials, whatever the timing of the machine.
+                      "--set", "tune.pbt={perturbation_interval: 2, synch: true, quantile_fraction: 0.5}",
+                      "--output", str(out), "--registry", str(tmp_path / "reg")],
                      ray_cluster)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / "results.csv")
