@@ -183,7 +183,9 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
     trainable = tune.with_parameters(tune_trial, datasets=features, loop_base=loop_base, workers=opts.workers_per_trial,
                                      resources=resources)
-    trainable = tune.with_resources(trainable, resources if opts.workers_per_trial == 1 else {"cpu": 0.01})
+    # A multi-worker trial only coordinates; its Ray Train workers hold the CPUs and GPUs (Tune needs
+    # some resource in the request: one byte of memory).
+    trainable = tune.with_resources(trainable, resources if opts.workers_per_trial == 1 else {"cpu": 0, "memory": 1})
 
     storage = opts.storage or os.path.join(output_dir, "tune")
     experiment = opts.name or f"{task_name}-tune"
@@ -272,6 +274,26 @@ def mlflow_callback(opts: TuneOptions, experiment: str, output_dir: str):
     return OnceParamsMLflowCallback(tracking_uri=uri, experiment_name=experiment, save_artifact=False)
 
 
+def copy_best_checkpoint(result, metric: str, mode: str, target: str) -> None:
+    """The trial's best checkpoint: Tune's own, or for a multi-worker trial the Ray Train checkpoint
+    whose path `TuneReportCallback` reported beside the metrics."""
+    from ray.train import Checkpoint
+
+    if result.best_checkpoints:
+        checkpoint = result.get_best_checkpoint(metric=metric, mode=mode)
+    else:
+        from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+        history = result.metrics_dataframe
+        if history is None or CHECKPOINT_PATH_KEY not in history or history[CHECKPOINT_PATH_KEY].isna().all():
+            raise PipelineError(f"trial {trial_id(result)} left no checkpoint to register")
+        reported = history[history[CHECKPOINT_PATH_KEY].notna()]
+        row = reported[metric].idxmax() if mode == "max" else reported[metric].idxmin()
+        checkpoint = Checkpoint(reported.loc[row, CHECKPOINT_PATH_KEY])
+    with checkpoint.as_directory() as path:
+        shutil.copytree(path, target)
+
+
 def trial_id(result) -> str:
     """From the trial's directory (`tune_trial_<exp>_<n>_...`): PBT copies a donor's last metrics,
     trial_id included, into the trial it exploits, so the metrics cannot be trusted for this."""
@@ -322,11 +344,9 @@ def summarize_sweep(task, base: PipelineConfig, grid, metric: str, mode: str, op
     trial_curves_png({trial_id(r): r.metrics_dataframe for r in grid if r.metrics_dataframe is not None},
                      metric, os.path.join(output_dir, "learning_curves.png"))
 
-    checkpoint = best.get_best_checkpoint(metric=metric, mode=mode)
     model_dir = os.path.join(output_dir, "model")
     shutil.rmtree(model_dir, ignore_errors=True)
-    with checkpoint.as_directory() as path:
-        shutil.copytree(path, model_dir)
+    copy_best_checkpoint(best, metric, mode, model_dir)
     results = task.evaluate(model_dir, splits, output_dir)
     total_epochs = int(table["epochs"].sum())
     metrics = {

@@ -80,3 +80,13 @@ def test_pbt_perturbs_learning_rates(ray_cluster, tmp_path):
     assert (table["lr_changes"] > 0).any(), "no trial's learning rate was perturbed by PBT"
     changed = table[table["lr_changes"] > 0]
     assert (changed["lr_start"] != changed["lr_end"]).all()
+
+
+def test_trials_can_be_multi_worker_train_runs(ray_cluster, tmp_path):
+    out = tmp_path / "multi"
+    result = run_cli(["tune", "tabular", "--workers-per-trial", "2", "--num-samples", "1", "--epochs", "2",
+                      "--max-concurrent", "1", "--output", str(out), "--registry", str(tmp_path / "reg")], ray_cluster)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 1 and table["epochs"].iloc[0] == 2 and table["best_val_accuracy"].iloc[0] > 0.7
+    assert (out / "model" / "model.safetensors").exists()  # the Ray Train checkpoint, registered
