@@ -25,5 +25,8 @@ test: install
 test-unit: install
 	$(PY) -m pytest -q tests/unit
 
+lint: install
+	$(PY) -m pip install -q ruff && $(PY) -m ruff check pipeline tests jobs benchmarks
+
 clean:
 	rm -rf runs .pytest_cache

@@ -11,7 +11,6 @@ user never rated; HR@10 and NDCG@10.
 from __future__ import annotations
 
 import math
-import os
 from importlib import resources
 from typing import Any
 
@@ -209,8 +208,10 @@ class RecommenderTask(Task):
     def baselines(self, splits, results, output_dir, log):
         """Item popularity (counts for ranking, item mean rating for ratings) on the same splits,
         and the matrix-factorisation candidates side by side."""
+        from pipeline.flow import candidate_configs
+
         out: dict[str, dict] = {"popularity": {}}
-        for name, ccfg in self.candidate_configs(splits.cfg):
+        for _, ccfg in candidate_configs(splits.cfg):
             split = splits.get(ccfg)
             prep, _ = splits.featurized(ccfg)
             test = split["test"].to_pandas()
@@ -234,12 +235,6 @@ class RecommenderTask(Task):
             out["mf"] = mf
         log(f"[recommender] baselines: {out}")
         return out
-
-    @staticmethod
-    def candidate_configs(cfg):
-        from pipeline.flow import candidate_configs
-
-        return candidate_configs(cfg)
 
     # --- serving -----------------------------------------------------------------------------------------
     def request_to_batch(self, request, preprocessor):

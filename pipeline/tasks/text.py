@@ -11,7 +11,6 @@ import posixpath
 from importlib import resources
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 

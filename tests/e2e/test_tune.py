@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from pipeline.config import load_config
 from tests.conftest import REPO, run_cli
