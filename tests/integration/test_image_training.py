@@ -78,3 +78,13 @@ def test_batch_predict_with_the_production_model(first_run, tmp_path):
     assert out["id"].tolist() == ids.tolist()
     accuracy = (out["prediction"].to_numpy() == digits.target[:50].astype(str)).mean()
     assert accuracy >= 0.9
+
+
+def test_mixed_precision_sgd_and_one_cycle_train(tmp_path):
+    cfg = load_config("image", overrides={"train.epochs": 2, "train.amp": True, "train.optimizer": "sgd", "train.lr": 0.05,
+                                          "train.schedule.name": "one_cycle", "train.early_stopping.patience": 0})
+    metrics = run_pipeline(cfg, str(tmp_path / "run"), Registry(str(tmp_path / "registry")), log=quiet)
+    history = metrics["train"]["history"]
+    assert history[1]["train_loss"] < history[0]["train_loss"]  # bf16 autocast on CPU still learns
+    assert history[0]["lr"] > history[1]["lr"]  # one-cycle anneals within the run
+    assert metrics["test"]["accuracy"] > 0.5
