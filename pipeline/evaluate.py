@@ -38,9 +38,9 @@ def evaluate_classifier(task, model_dir: str, splits: dict, output_dir: str, by:
     from sklearn.metrics import confusion_matrix
 
     from pipeline.plots import confusion_matrix_png
-    from pipeline.predictor import Predictor
+    from pipeline.train.checkpoint import PREPROCESSOR_FILE, read_json
 
-    classes = Predictor(model_dir).preprocessor.labels.classes
+    classes = task.preprocessor_from_state(read_json(os.path.join(model_dir, PREPROCESSOR_FILE))).labels.classes
     results = {}
     for name in ("val", "test"):
         keep = [task.label_column] + ([by] if by and by in splits[name].columns() else [])
