@@ -27,14 +27,14 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_config  # noqa: E402
+from pipeline.tasks import load_config  # noqa: E402
 
 
 def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
     """Adult's real rows resampled to `rows`, with ~1% missing values, out-of-range ages, bad
     numbers and malformed lines mixed in, so every cleaning rule has work to do."""
     cfg = load_config("tabular")
-    names = cfg.data.options["column_names"]
+    names = cfg.data.options.column_names
     with gzip.open(REPO / "pipeline" / "datasets" / "adult" / "adult.data.gz", "rt") as fh:
         adult = pd.read_csv(fh, header=None, names=names, dtype=str, skipinitialspace=True).dropna()
     rng = np.random.default_rng(seed)
@@ -57,16 +57,17 @@ def run_ray(csv: str, out: str) -> int:
     from pipeline.data.ingest import read_dataset
     from pipeline.runtime import init_ray
     from pipeline.tasks import get_task
+    from pipeline.tasks.tabular import table_features
 
     cfg = load_config("tabular", overrides={"data.source": csv, "data.test_source": None})
     started = time.perf_counter()
     init_ray(num_cpus=os.cpu_count())
     STARTUP["seconds"] = time.perf_counter() - started
     task = get_task("tabular")
-    ds = read_dataset(csv, "csv", cfg.data.options, cfg.data.schema)
+    ds = read_dataset(csv, "csv", cfg.data.options, cfg.data.columns)
     clean = clean_dataset(ds, task.checks(cfg), "pandas")
     clean.quarantined.write_parquet(os.path.join(out, "quarantine"))
-    prep = task.make_preprocessor(cfg).fit(clean.kept)
+    prep = table_features(cfg).fit(clean.kept)
     rows = 0
     for batch in clean.kept.map_batches(prep.transform, batch_format="pandas").iter_batches(batch_size=None):
         rows += len(batch["x"])
@@ -76,12 +77,12 @@ def run_ray(csv: str, out: str) -> int:
 
 def run_pandas(csv: str, out: str) -> int:
     from pipeline.data.clean import REASON_COLUMN, annotate_batch
-    from pipeline.data.csv_source import CSVLayout
     from pipeline.tasks import get_task
+    from pipeline.tasks.tabular import table_features
 
     cfg = load_config("tabular", overrides={"data.source": csv, "data.test_source": None})
     task = get_task("tabular")
-    names = CSVLayout(cfg.data.options).column_names
+    names = cfg.data.options.column_names
     malformed: list[str] = []
     frame = pd.read_csv(csv, header=None, names=names, dtype=str, engine="pyarrow",
                         on_bad_lines=lambda row: malformed.append(row.text) or "skip")
@@ -93,7 +94,8 @@ def run_pandas(csv: str, out: str) -> int:
     rejected = frame[REASON_COLUMN] != ""
     frame[rejected].to_parquet(os.path.join(out, "quarantine.parquet"))
     kept = frame[~rejected]
-    prep = task.make_preprocessor(cfg).fit_from_partials([task.make_preprocessor(cfg).partial(kept)])
+    prep = table_features(cfg)
+    prep.fit_from_partials([prep.partial(kept)])
     x = prep.transform(kept)["x"]
     assert len(x) == len(kept)
     return len(frame)

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_config  # noqa: E402
+from pipeline.tasks import load_config  # noqa: E402
 from pipeline.registry import Registry  # noqa: E402
 from pipeline.runtime import init_ray  # noqa: E402
 from pipeline.tune import TuneOptions, run_tune  # noqa: E402

@@ -1,5 +1,3 @@
 """End-to-end deep-learning pipeline on Ray (Data -> Train -> Tune -> Serve)."""
 
 __version__ = "0.1.0"
-
-TASKS = ("image", "text", "tabular", "recommender")

@@ -20,12 +20,13 @@ import os
 import sys
 from typing import Any
 
-from pipeline import TASKS, __version__
+from pipeline import __version__
 from pipeline.errors import PipelineError
+from pipeline.tasks import task_names
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=TASKS, help="workload")
+    p.add_argument("task", choices=task_names(), help="workload")
     p.add_argument("--config", help="YAML file merged over the task's defaults")
     p.add_argument("--data", help="input path, glob or URI (default: the embedded data set)")
     p.add_argument("--format", help="input format (default: from the file names)")
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="every task end to end on embedded data, then one HTTP request each")
     demo.add_argument("--output", default="runs/demo")
     demo.add_argument("--registry")
-    demo.add_argument("--tasks", nargs="+", choices=TASKS, help="subset of tasks (default: all)")
+    demo.add_argument("--tasks", nargs="+", choices=task_names(), help="subset of tasks (default: all)")
     demo.add_argument("--num-workers", type=int)
     demo.add_argument("--port", type=int, default=0, help="port for the HTTP check (default: a free one)")
     demo.add_argument("--no-serve", action="store_true", help="skip the HTTP check")
@@ -99,19 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--registry")
-    serve.add_argument("--tasks", nargs="+", choices=TASKS)
+    serve.add_argument("--tasks", nargs="+", choices=task_names())
     serve.add_argument("--address")
     serve.add_argument("--reload-interval", type=float, default=5.0, help="seconds between checks for a newly promoted model")
     serve.add_argument("--replica-cpus", type=float, default=0.0, help="CPUs reserved per Serve replica")
 
     predict = sub.add_parser("predict", help="predict one request with the production model (no Ray needed)")
-    predict.add_argument("task", choices=TASKS)
+    predict.add_argument("task", choices=task_names())
     predict.add_argument("--input", required=True, help="request JSON, inline or @file.json")
     predict.add_argument("--registry")
     predict.add_argument("--model", help="a model directory or URI instead of the production model")
 
     batch = sub.add_parser("batch-predict", help="Ray Data batch inference with the production model")
-    batch.add_argument("task", choices=TASKS)
+    batch.add_argument("task", choices=task_names())
     batch.add_argument("--input", required=True, help="input path or URI (same formats as --data)")
     batch.add_argument("--output", required=True, help="output directory or URI (Parquet)")
     batch.add_argument("--format", default="auto")
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry = sub.add_parser("registry", help="list registered runs or promote one")
     registry.add_argument("action", choices=["list", "promote"])
-    registry.add_argument("task", nargs="?", choices=TASKS)
+    registry.add_argument("task", nargs="?", choices=task_names())
     registry.add_argument("run_id", nargs="?")
     registry.add_argument("--registry")
     return parser
@@ -145,7 +146,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_run_config(args: argparse.Namespace):
-    from pipeline.config import load_config
+    from pipeline.tasks import load_config
 
     return load_config(args.task, args.config, overrides_from_args(args))
 
@@ -190,9 +191,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         space["train.schedule.name"] = {"choice": args.schedules.split(",")} if args.search != "grid" else args.schedules.split(",")
     if args.optimizers:
         space["train.optimizer"] = {"choice": args.optimizers.split(",")} if args.search != "grid" else args.optimizers.split(",")
-    opts = TuneOptions(args.search, args.scheduler, args.num_samples, args.max_concurrent, args.cpus_per_trial,
-                       args.gpus_per_trial, args.workers_per_trial, args.time_budget_s, args.epochs, args.resume,
-                       args.storage, args.name, args.promote, args.mlflow_uri, args.candidate, space)
+    opts = TuneOptions.from_args(args, space)
     opts.validate()
     output = args.output or os.path.join("runs", f"{args.task}-tune")
     init_ray(args.address, verbose=args.verbose)
@@ -278,7 +277,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
         registry.promote(args.task, args.run_id)
         print(f"{args.task}: production is now {args.run_id}")
         return 0
-    for task in [args.task] if args.task else TASKS:
+    for task in [args.task] if args.task else task_names():
         production = registry.production(task)
         for run_id in registry.runs(task):
             test = registry.metrics(task, run_id).get("test", {})

@@ -1,163 +1,343 @@
-"""Typed run configuration, loaded from the task's default YAML plus user files and overrides.
+"""Typed run configuration: pydantic sections, strict about keys and types.
 
-Loading is strict: an unknown key is an error naming the key, so a typo never silently falls back
-to a default.
+Every default lives in YAML: `pipeline/tasks/defaults.yaml` holds what all tasks share and
+`<task>.yaml` (beside the task module) the task's own values. A run's config is those two files, then
+the user's file (`--config`), then `--set` overrides, validated by the task's config class
+(`Task.config_class`), which types the task's `data.options`, `features` and `model` sections.
+
+An unknown key or a wrong value is a `ConfigError` naming the dotted key, e.g.
+`train.lr: input should be a valid number` or `model.dropuot: unknown key (did you mean dropout?)`.
+The exceptions to "defaults in YAML only" are the sections that describe one table (`data.schema`,
+`data.options`, `data.clean`, `data.labeling`): a user file replaces them whole, so their keys carry
+neutral defaults here (a CSV with a header, no rule, no labeling function).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import difflib
+import re
+import types
 import typing
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError
 
+ColumnType = Literal["int", "float", "string", "category", "bool", "datetime"]
+NUMERIC_TYPES = ("int", "float")
+SCHEDULES = ("constant", "step", "exp_decay", "cosine", "one_cycle", "warmup_cosine")
 
-@dataclass
-class SplitConfig:
-    method: str = "stratified"  # random | stratified | grouped | temporal | leave_last_out
-    ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    key: list[str] = field(default_factory=lambda: ["id"])  # columns that identify a row
-    stratify: str | None = "label"
-    group: str | None = None
-    time: str | None = None
 
-    def validate(self) -> None:
-        if self.method not in ("random", "stratified", "grouped", "temporal", "leave_last_out"):
-            raise ConfigError(f"data.split.method must be random, stratified, grouped, temporal or leave_last_out, not {self.method!r}")
-        if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
-            raise ConfigError(f"data.split.ratios must be three non-negative numbers summing to 1, got {self.ratios}")
+def problem(key: str, message: str) -> PydanticCustomError:
+    """A validation error at `key`, relative to the section that raises it."""
+    return PydanticCustomError("config", message.replace("{", "(").replace("}", ")"), {"key": key})
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+class TableOptions(Section):
+    """Reader options for delimited text (CSV/TSV), and the markers read as missing values."""
+
+    column_names: list[str] | None = None  # for files without a header line
+    header: bool | None = None  # null: a header line unless column_names are given
+    skip_rows: NonNegativeInt = 0  # lines to skip before the header (or the first row)
+    delimiter: str | None = None  # null: from the format (comma, or tab for tsv)
+    quote_char: str | None = '"'  # null: no quoting (fields may hold unbalanced quotes)
+    na_values: list[str] = []  # read as missing, like blank fields
+
+
+class ColumnRules(Section):
+    """Cleaning rules for one column; a row that breaks one is quarantined with the rule's reason."""
+
+    required: bool = False  # missing:<column> (unless imputed)
+    impute: Literal["mean", "median", "mode", "constant"] | None = None  # fitted on the training split
+    fill_value: Any = None  # impute: constant
+    range: dict[Literal["gt", "ge", "lt", "le"], float] = {}  # range:<column>
+    allowed: list[Any] | None = None  # allowed:<column>
+    regex: str | None = None  # regex:<column> (the whole value must match)
+
+    @field_validator("regex")
+    @classmethod
+    def compiles(cls, value):
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid pattern: {exc}") from None
+        return value
+
+
+class FunctionSection(Section):
+    """A labeling function: it reads one column and votes a label or abstains."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)  # `label: 1` is the label "1"
+    name: str | None = None  # in the data report (default: <type>_<position>)
+    column: str
+
+
+class KeywordFunction(FunctionSection):
+    type: Literal["keyword"]
+    keywords: list[str]  # any of them, as a substring
+    label: str
+    case_sensitive: bool = False
+
+
+class RegexFunction(FunctionSection):
+    type: Literal["regex"]
+    pattern: str  # searched anywhere in the value
+    label: str
+    case_sensitive: bool = True
+
+
+class ThresholdFunction(FunctionSection):
+    type: Literal["threshold"]
+    op: Literal["gt", "ge", "lt", "le", "eq"]
+    value: float
+    label: str
+
+
+class MapFunction(FunctionSection):
+    type: Literal["map"]
+    mapping: dict[str, str]  # value -> label; other values abstain
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def as_text(cls, value):
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+LabelingFunction = typing.Annotated[KeywordFunction | RegexFunction | ThresholdFunction | MapFunction, Field(discriminator="type")]
+
+
+class LabelingConfig(Section):
+    """Rule-based labeling functions combined by majority vote (see pipeline/data/label.py)."""
+
+    target: str = "label"  # the column the vote writes
+    default: str | None = None  # the label when every function abstains (else: quarantined as unlabeled)
+    functions: list[LabelingFunction] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [fn.name or f"{fn.type}_{i}" for i, fn in enumerate(self.functions)]
+
+    @model_validator(mode="after")
+    def unique_names(self):
+        seen = set()
+        for i, name in enumerate(self.names):
+            if name in seen:
+                raise problem(f"functions[{i}].name", f"duplicate labeling function name {name!r}")
+            seen.add(name)
+        return self
+
+
+class SplitConfig(Section):
+    method: Literal["random", "stratified", "grouped", "temporal", "leave_last_out"]
+    ratios: list[NonNegativeFloat]  # train, val, test
+    key: list[str]  # columns that identify a row (its place comes from their hash and the seed)
+    stratify: str | None
+    group: str | None
+    time: str | None
+
+    @model_validator(mode="after")
+    def consistent(self):
+        if len(self.ratios) != 3 or abs(sum(self.ratios) - 1) > 1e-6:
+            raise problem("ratios", f"give three non-negative numbers summing to 1, not {self.ratios}")
         needed = {"stratified": ["stratify"], "grouped": ["group"], "temporal": ["time"], "leave_last_out": ["group", "time"]}
         for name in needed.get(self.method, []):
             if not getattr(self, name):
-                raise ConfigError(f"data.split.method {self.method!r} needs data.split.{name}")
+                raise problem(name, f"split method {self.method!r} needs this column")
+        return self
 
 
-@dataclass
-class DataConfig:
-    source: str = "builtin"  # "builtin" (embedded data set) or a path / glob / URI
-    test_source: str | None = None  # rows used as the test split as they are ("builtin": the embedded test file)
-    format: str = "auto"  # auto | csv | tsv | parquet | json | text | images | numpy
-    options: dict[str, Any] = field(default_factory=dict)  # task-specific reading options
-    schema: dict[str, str] = field(default_factory=dict)  # column -> type
-    clean: dict[str, Any] = field(default_factory=dict)  # column -> rules
-    dedup: list[str] = field(default_factory=list)  # key columns for de-duplication
-    labeling: dict[str, Any] = field(default_factory=dict)
-    split: SplitConfig = field(default_factory=SplitConfig)
+class DataConfig(Section):
+    source: str  # "builtin" (the task's embedded data) or a path / glob / URI
+    test_source: str | None  # rows used as the test split as they are ("builtin": the embedded test file)
+    format: Literal["auto", "csv", "tsv", "parquet", "json", "text", "images", "numpy"]
+    options: TableOptions  # a task's config class narrows this to its own reader options
+    columns: dict[str, ColumnType] = Field(alias="schema")  # declared column -> type
+    clean: dict[str, ColumnRules]
+    dedup: list[str]  # key columns: later copies of a key are quarantined as duplicate
+    labeling: LabelingConfig
+    split: SplitConfig
+
+    @model_validator(mode="after")
+    def columns_are_declared(self):
+        if not self.columns:
+            return self
+        known = set(self.columns) | ({self.labeling.target} if self.labeling.functions else set())
+        listed = ", ".join(self.columns)
+        for column, rules in self.clean.items():
+            if column not in known:
+                raise problem(f"clean.{column}", f"column {column!r} is not in data.schema ({listed})")
+            if rules.impute in ("mean", "median") and self.columns.get(column) not in NUMERIC_TYPES:
+                raise problem(f"clean.{column}.impute", f"impute: {rules.impute} needs a numeric column")
+        for column in self.dedup:
+            if column not in known:
+                raise problem("dedup", f"column {column!r} is not in data.schema ({listed})")
+        for i, fn in enumerate(self.labeling.functions):
+            if fn.column not in self.columns:
+                raise problem(f"labeling.functions[{i}].column", f"column {fn.column!r} is not in data.schema ({listed})")
+        return self
 
 
-@dataclass
-class ScheduleConfig:
-    name: str = "constant"  # constant | step | exp_decay | cosine | one_cycle | warmup_cosine
-    step_size: int = 10  # step: epochs between decays
-    gamma: float = 0.5  # step: decay factor
-    decay_start: int = 10  # exp_decay: constant lr before this epoch (the reference design's 10)
-    decay_rate: float = 0.1  # exp_decay: lr * exp(rate * (start - epoch)) afterwards
-    warmup_epochs: float = 1.0  # warmup_cosine / one_cycle warm-up length
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+# --- training ---------------------------------------------------------------------------------------
+
+class ScheduleConfig(Section):
+    name: Literal[SCHEDULES]  # type: ignore[valid-type]
+    step_size: PositiveInt  # step: epochs between decays
+    gamma: PositiveFloat  # step: decay factor
+    decay_start: NonNegativeInt  # exp_decay: constant lr before this epoch
+    decay_rate: float  # exp_decay: lr * exp(rate * (start - epoch)) afterwards
+    warmup_epochs: NonNegativeFloat  # warmup_cosine / one_cycle warm-up length
+    min_lr_ratio: NonNegativeFloat  # cosine floor as a fraction of lr
 
 
-@dataclass
-class EarlyStoppingConfig:
-    patience: int = 0  # epochs without improvement before stopping; 0 disables
-    min_delta: float = 0.0
+class EarlyStoppingConfig(Section):
+    patience: NonNegativeInt  # epochs without improvement before stopping; 0 disables
+    min_delta: NonNegativeFloat
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adam"  # adam | adamw | sgd
-    lr: float = 1e-3
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    metric: str = "val_accuracy"  # selects the best checkpoint and drives early stopping
-    mode: str = "max"
-    amp: bool = False
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: int = 1
-    max_failures: int = 2  # restarts from the latest checkpoint after a worker dies
-    checkpoints_to_keep: int = 2
-    cache_data: bool = True  # keep each worker's shard in memory after the first epoch (small data)
-    shuffle_buffer: int = 2048  # local shuffle buffer when streaming (cache_data: false)
-
-    def validate(self) -> None:
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ConfigError(f"train.optimizer must be adam, adamw or sgd, not {self.optimizer!r}")
-        if self.mode not in ("min", "max"):
-            raise ConfigError(f"train.mode must be min or max, not {self.mode!r}")
-        for name in ("epochs", "batch_size", "num_workers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError("train.lr must be positive")
+class TrainConfig(Section):
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    optimizer: Literal["adam", "adamw", "sgd"]
+    lr: PositiveFloat
+    momentum: NonNegativeFloat  # sgd only
+    weight_decay: NonNegativeFloat
+    schedule: ScheduleConfig
+    early_stopping: EarlyStoppingConfig
+    metric: str  # selects the best checkpoint and drives early stopping
+    mode: Literal["min", "max"]
+    amp: bool
+    num_workers: PositiveInt
+    use_gpu: bool
+    cpus_per_worker: PositiveInt
+    max_failures: NonNegativeInt  # restarts from the latest checkpoint after a worker dies
+    checkpoints_to_keep: PositiveInt
+    cache_data: bool  # keep each worker's shard in memory after the first epoch (small data)
+    shuffle_buffer: NonNegativeInt  # local shuffle buffer when streaming (cache_data: false)
 
 
-@dataclass
-class PipelineConfig:
+# --- tuning -----------------------------------------------------------------------------------------
+
+class Domain(Section):
+    """One search dimension: exactly one of loguniform, uniform or choice."""
+
+    loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
+    uniform: tuple[float, float] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self):
+        given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("use exactly one of {loguniform: [a, b]}, {uniform: [a, b]} or {choice: [...]}")
+        return self
+
+
+class AshaConfig(Section):
+    grace_period: PositiveInt
+    reduction_factor: float = Field(gt=1)
+
+
+class PBTConfig(Section):
+    perturbation_interval: PositiveInt
+    lr_bounds: tuple[PositiveFloat, PositiveFloat]
+    quantile_fraction: float = Field(gt=0, le=0.5)
+    resample_probability: float = Field(ge=0, le=1)
+    synch: bool
+
+
+DOTTED_KEYS = {"dotted_keys": True}  # a mapping keyed by dotted config keys: `--set tune.space.train.lr=...`
+
+
+class TuneConfig(Section):
+    space: dict[str, Domain] = Field(json_schema_extra=DOTTED_KEYS)  # config key -> domain (--search random / bayes)
+    grid: dict[str, list[Any]] = Field(json_schema_extra=DOTTED_KEYS)  # config key -> values (--search grid)
+    asha: AshaConfig
+    pbt: PBTConfig
+
+
+# --- candidates and the whole config ----------------------------------------------------------------
+
+class CandidateConfig(Section):
+    """One model candidate: changes to the `model`, `train` and `data` sections, for it alone."""
+
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+
+
+class CandidatesConfig(Section):
+    select: str  # best_val (the task's validation metric) or a candidate's name
+    models: dict[str, CandidateConfig]  # empty: one model, the `model` section as it is
+
+
+class PipelineConfig(Section):
     task: str
-    seed: int = 42
-    data: DataConfig = field(default_factory=DataConfig)
-    features: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tune: dict[str, Any] = field(default_factory=dict)
+    seed: int
+    data: DataConfig
+    features: Section
+    model: Section
+    train: TrainConfig
+    tune: TuneConfig
+    candidates: CandidatesConfig
+
+    @model_validator(mode="after")
+    def keys_exist(self):
+        for section in ("space", "grid"):
+            for key in getattr(self.tune, section):
+                hint = key_hint(self, key)
+                if hint is not None:
+                    raise problem(f"tune.{section}.{key}", f"not a config key{hint}")
+        select, names = self.candidates.select, self.candidates.models
+        if select != "best_val" and select not in names:
+            raise problem("candidates.select", f"{select!r} is neither best_val nor a candidate ({', '.join(names) or 'none'})")
+        self.candidate_configs()  # each candidate's merged config must be valid too
+        return self
+
+    def candidate_configs(self) -> list[tuple[str, "PipelineConfig"]]:
+        """(name, config) per model candidate; a single ("model", self) without candidates."""
+        if not self.candidates.models:
+            return [("model", self)]
+        base = self.to_dict()
+        out = []
+        for name, change in self.candidates.models.items():
+            raw = copy.deepcopy(base)
+            for section in ("model", "train", "data"):
+                raw[section] = deep_merge(raw[section], getattr(change, section), (section,))
+            raw["candidates"] = {"select": "best_val", "models": {}}
+            try:
+                out.append((name, type(self).model_validate(raw)))
+            except ValidationError as exc:
+                raise problem(f"candidates.models.{name}", str(config_error(exc, type(self)))) from None
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values, round-trippable; rule and option keys left at their neutral default are omitted."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def default_config_text(task: str) -> str:
-    from pipeline import TASKS
+# --- merging, overrides and error messages ----------------------------------------------------------
 
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    return resources.files("pipeline.configs").joinpath(f"{task}.yaml").read_text()
-
-
-def load_config(task: str, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Task defaults, then the user's YAML file, then dotted `section.key` overrides."""
-    raw = yaml.safe_load(default_config_text(task)) or {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            user = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(user, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        if user.get("task", task) != task:
-            raise ConfigError(f"config file {path} is for task {user['task']!r}, not {task!r}")
-        raw = deep_merge(raw, user)
-    for dotted, value in (overrides or {}).items():
-        set_dotted(raw, dotted, value)
-    raw["task"] = task
-    cfg = from_dict(PipelineConfig, raw, "")
-    cfg.data.split.validate()
-    cfg.train.validate()
-    from pipeline.tasks import get_task
-
-    get_task(task).validate_config(cfg)
-    return cfg
-
-
-# Sections that describe one table as a whole: a user file that gives one replaces the default
-# instead of merging with it (Adult's columns must not leak into someone else's schema).
-REPLACED_WHOLE = {("data", "schema"), ("data", "options"), ("data", "clean"), ("data", "labeling")}
+# Sections that describe one table: a user file that gives one replaces the default instead of merging
+# with it (Adult's columns must not leak into someone else's schema), and a list of candidates is
+# the user's whole list.
+REPLACED_WHOLE = {("data", "schema"), ("data", "options"), ("data", "clean"), ("data", "labeling"), ("candidates", "models")}
 
 
 def deep_merge(base: dict, update: dict, path: tuple = ()) -> dict:
@@ -170,67 +350,133 @@ def deep_merge(base: dict, update: dict, path: tuple = ()) -> dict:
     return out
 
 
-def set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
+def apply_override(raw: dict, dotted: str, value: Any, cls: type[BaseModel]) -> None:
+    """`--set a.b=value`: replaces the value, except that a mapping given for a typed section
+    (e.g. `tune.pbt={synch: true}`) changes only the keys it names, as a config file would."""
+    parts = path_parts(cls, dotted)
     node = raw
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {dotted}: {part} is not a section")
-    node[parts[-1]] = value
+    current = node.get(parts[-1])
+    is_section = isinstance(annotation_at(cls, parts), type) and issubclass(annotation_at(cls, parts), BaseModel)
+    if isinstance(value, dict) and isinstance(current, dict) and is_section:
+        node[parts[-1]] = deep_merge(current, value, tuple(parts))
+    else:
+        node[parts[-1]] = value
+
+
+def path_parts(cls: type[BaseModel], dotted: str) -> list[str]:
+    """`a.b.c` -> its keys; inside a mapping keyed by dotted config keys the rest is one key
+    (`tune.space.train.lr` -> tune, space, train.lr)."""
+    parts = dotted.split(".")
+    node: Any = cls
+    for i, part in enumerate(parts[:-1]):
+        node = unwrap_optional(node)
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            break
+        fields = {f.alias or n: f for n, f in node.model_fields.items()}
+        if part not in fields:
+            break
+        if (fields[part].json_schema_extra or {}).get("dotted_keys"):
+            return parts[: i + 1] + [".".join(parts[i + 1:])]
+        node = fields[part].annotation
+    return parts
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`train.lr=0.01` -> ("train.lr", 0.01); the value is parsed as YAML (numbers, lists, bools)."""
+    """`train.lr=0.01` -> ("train.lr", 0.01); the value is parsed as YAML (numbers, lists, mappings)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from None
 
 
-def from_dict(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix(where, k) for k in unknown)}; known: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = from_dict(hint, value, prefix(where, name))
+def validate(cls: type[PipelineConfig], raw: dict) -> PipelineConfig:
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, cls) from None
+
+
+def config_error(exc: ValidationError, cls: type[BaseModel] | None = None) -> ConfigError:
+    """One line naming every problem by its dotted key."""
+    problems: list[str] = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "config":
+            loc += err["ctx"]["key"].split(".")
+        elif err["type"] == "extra_forbidden":
+            message = "unknown key" + known_keys(cls, loc)
+        elif err["type"] == "missing":
+            message = "a value is required"
+        line = f"{dotted(loc)}: {message[:1].lower()}{message[1:]}" if loc else message
+        if line not in problems:
+            problems.append(line)
+    return ConfigError("; ".join(problems))
+
+
+def dotted(loc: list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def known_keys(cls: type[BaseModel] | None, loc: list) -> str:
+    parent = annotation_at(cls, [str(p) for p in loc[:-1]]) if cls else None
+    if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
+        return ""
+    names = [f.alias or n for n, f in parent.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return (f" (did you mean {close[0]}?)" if close else "") + f"; known: {', '.join(names)}"
+
+
+def annotation_at(cls: Any, parts: list[str]) -> Any:
+    """The type a dotted path leads to in a config class (None where the path leaves the types)."""
+    node = cls
+    for part in parts:
+        node = unwrap_optional(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            fields = {f.alias or n: f for n, f in node.model_fields.items()} | node.model_fields
+            if part not in fields:
+                return None
+            node = fields[part].annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        elif typing.get_origin(node) is list and part.isdigit():
+            node = typing.get_args(node)[0]
         else:
-            kwargs[name] = coerce(value, hint, prefix(where, name))
-    return cls(**kwargs)
+            return None
+    return unwrap_optional(node)
 
 
-def coerce(value: Any, hint: Any, where: str) -> Any:
-    """Checks scalar types (ints are accepted where floats are expected, e.g. `lr: 1`)."""
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (list, dict):
-        if not isinstance(value, origin):
-            raise ConfigError(f"{where} must be a {origin.__name__}, got {value!r}")
-        return value
-    target = hint if hint in (int, float, bool, str) else None
-    if origin is not None and target is None:  # Optional[X] / X | None
-        target = next((a for a in typing.get_args(hint) if a in (int, float, bool, str)), None)
-    if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if target is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML reads "1e-3" as a string
-        except ValueError:
-            pass
-    if target is not None and not isinstance(value, target):
-        raise ConfigError(f"{where} must be {target.__name__}, got {value!r}")
-    if target is int and isinstance(value, bool):
-        raise ConfigError(f"{where} must be int, got {value!r}")
-    return value
+def unwrap_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
 
 
-def prefix(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def key_hint(cfg: BaseModel, key: str) -> str | None:
+    """None when the dotted `key` names a value in `cfg`, else a hint for the message."""
+    node: Any = cfg
+    done: list[str] = []
+    for part in key.split("."):
+        if isinstance(node, BaseModel):
+            names = {f.alias or n: n for n, f in type(node).model_fields.items()}
+            if part not in names:
+                close = difflib.get_close_matches(part, list(names), n=1)
+                return f" (did you mean {'.'.join(done + close)}?)" if close else ""
+            node = getattr(node, names[part])
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return ""
+        done.append(part)
+    return None

@@ -8,11 +8,10 @@ import socket
 import time
 import urllib.request
 
-from pipeline.config import load_config
 from pipeline.flow import run_pipeline
 from pipeline.registry import Registry
 from pipeline.runtime import init_ray
-from pipeline.tasks import available_tasks, get_task
+from pipeline.tasks import get_task, load_config, task_names
 
 
 def free_port() -> int:
@@ -29,7 +28,7 @@ def post_json(url: str, payload: dict, timeout: float = 30.0) -> dict:
 
 def run_demo(args) -> int:
     started = time.perf_counter()
-    tasks = args.tasks or available_tasks()
+    tasks = args.tasks or task_names()
     registry = Registry(args.registry)
     init_ray(args.address, verbose=args.verbose)
     summary = []

@@ -1,58 +1,46 @@
-"""Held-out evaluation: predictions by Ray Data batch inference, metrics and plots in the driver."""
+"""Held-out evaluation: per-row scores by Ray Data batch inference (the same model loading as
+`pipeline batch-predict`), metrics and plots in the driver."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 
-from pipeline.predictor import PredictBatch
+from pipeline.data.features import load_preprocessor
+from pipeline.predictor import ScoreBatch
+from pipeline.train.checkpoint import PREPROCESSOR_FILE, read_json
+
+SPLIT_COLUMN = "_eval_split"
 
 
-def predict_split(task, model_dir: str, ds, keep: list[str]):
-    """Runs the model over a split with the same code path as `pipeline batch-predict`."""
+def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, title: str) -> dict[str, dict]:
+    """The task's metrics on val and test (one pass over both), and the test confusion matrix as PNG."""
     from ray.data import ActorPoolStrategy
 
-    out = ds.map_batches(PredictBatch, fn_constructor_args=(model_dir, keep), compute=ActorPoolStrategy(size=1),
-                         batch_size=1024, batch_format=task.batch_format)
-    return out.drop_columns(["probabilities"]).to_pandas()
+    def tagged(name: str):
+        def tag(batch):
+            batch[SPLIT_COLUMN] = np.full(len(batch[next(iter(batch))]), name)
+            return batch
+        return splits[name].map_batches(tag, batch_format=task.batch_format)
+
+    both = tagged("val").union(tagged("test"))
+    rows = both.map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
+                            batch_size=1024, batch_format=task.batch_format).to_pandas()
+    preprocessor = load_preprocessor(read_json(os.path.join(model_dir, PREPROCESSOR_FILE)))
+    results = {name: task.split_metrics(part.drop(columns=[SPLIT_COLUMN]).reset_index(drop=True), preprocessor)
+               for name, part in rows.groupby(SPLIT_COLUMN, sort=False)}
+    matrix = results["test"].get("confusion_matrix")
+    if matrix is not None:
+        from pipeline.plots import confusion_matrix_png
+
+        confusion_matrix_png(np.asarray(matrix), list(results["test"]["per_class"]), os.path.join(output_dir, "confusion_matrix.png"),
+                             f"{title}: confusion matrix on test (accuracy {results['test']['accuracy']:.3f})")
+    return {"val": results["val"], "test": results["test"]}
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, classification_report, f1_score
+class TaggedScore(ScoreBatch):
+    """Per-row scores that keep the split each row came from."""
 
-    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
-    report = classification_report(y_true, y_pred, labels=classes, output_dict=True, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
-        "rows": int(len(y_true)),
-        "per_class": {c: {k: float(v) for k, v in report[c].items()} for c in classes},
-    }
-
-
-def evaluate_classifier(task, model_dir: str, splits: dict, output_dir: str, by: str | None = None) -> dict[str, dict]:
-    """Accuracy, macro-F1 and per-class report on val and test, the test confusion matrix as PNG,
-    and with `by` (a column such as the review site) the test accuracy per value of that column."""
-    from sklearn.metrics import confusion_matrix
-
-    from pipeline.plots import confusion_matrix_png
-    from pipeline.train.checkpoint import PREPROCESSOR_FILE, read_json
-
-    classes = task.preprocessor_from_state(read_json(os.path.join(model_dir, PREPROCESSOR_FILE))).labels.classes
-    results = {}
-    for name in ("val", "test"):
-        keep = [task.label_column] + ([by] if by and by in splits[name].columns() else [])
-        frame = predict_split(task, model_dir, splits[name], keep)
-        results[name] = classification_metrics(frame[task.label_column], frame["prediction"], classes)
-        if len(keep) > 1:
-            correct = frame[task.label_column].astype(str) == frame["prediction"].astype(str)
-            results[name][f"per_{by}"] = {str(k): {"accuracy": float(v.mean()), "rows": int(len(v))}
-                                          for k, v in correct.groupby(frame[by].astype(str))}
-        if name == "test":
-            matrix = confusion_matrix(frame[task.label_column].astype(str), frame["prediction"].astype(str), labels=classes)
-            confusion_matrix_png(matrix, classes, os.path.join(output_dir, "confusion_matrix.png"),
-                                 f"{task.name}: confusion matrix on test (accuracy {results[name]['accuracy']:.3f})")
-            results[name]["confusion_matrix"] = matrix.tolist()
-    return results
+    def __call__(self, batch):
+        return {**super().__call__(batch), SPLIT_COLUMN: np.asarray(batch[SPLIT_COLUMN])}

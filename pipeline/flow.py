@@ -1,4 +1,4 @@
-"""The pipeline flow shared by `pipeline run`, `pipeline data`, `pipeline demo` and the jobs:
+"""The pipeline flow shared by `pipeline run`, `pipeline data`, `pipeline demo`, `pipeline tune` and the jobs:
 ingest -> clean -> split -> features -> train -> evaluate -> register.
 """
 
@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pipeline.config import PipelineConfig
-from pipeline.data.clean import CleanResult, clean_dataset, value_counts
+from pipeline.data.clean import CleanResult, clean_dataset, null_counts, value_counts
+from pipeline.data.features import fit_partials
+from pipeline.data.label import VOTE_PREFIX, labeling_partial, labeling_stats
 from pipeline.data.report import format_report, write_report
 from pipeline.data.split import SPLITS, split_dataset
 from pipeline.errors import DataError
+from pipeline.evaluate import evaluate_model
 from pipeline.registry import Registry
+from pipeline.tasks import get_task
+from pipeline.tasks.base import Task
 from pipeline.train.checkpoint import write_json
 
 Log = Callable[[str], None]
@@ -44,23 +49,18 @@ class Stopwatch:
         self.started = now
 
 
-def prepare_data(task, cfg: PipelineConfig, output_dir: str, log: Log = print) -> PreparedData:
+def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = print) -> PreparedData:
     """ingest -> clean (type coercion, rules, labeling, de-duplication) -> split, with the data report."""
-    from pipeline.data.clean import null_counts
-    from pipeline.data.features import fit_partials
-    from pipeline.data.label import VOTE_PREFIX, function_names, labeling_partial, labeling_stats
-
     os.makedirs(output_dir, exist_ok=True)
     watch = Stopwatch(log, task.name)
     ds = task.read(cfg)
-    task.resolve_options(cfg, ds)
     watch.lap(f"ingest: {cfg.data.source}" + (f" (+ test: {cfg.data.test_source})" if cfg.data.test_source else ""))
 
     clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None)
     report: dict[str, Any] = {"task": task.name, "source": cfg.data.source, **clean.summary()}
-    if cfg.data.schema:
-        report["nulls"] = null_counts(clean.annotated, list(cfg.data.schema))
-    lf_names = function_names(cfg.data.labeling) if cfg.data.labeling.get("functions") else []
+    if cfg.data.columns:
+        report["nulls"] = null_counts(clean.annotated, list(cfg.data.columns))
+    lf_names = cfg.data.labeling.names
     if lf_names:
         partials = fit_partials(clean.annotated.select_columns([VOTE_PREFIX + n for n in lf_names]),
                                 lambda b: labeling_partial(b, lf_names))
@@ -77,9 +77,9 @@ def prepare_data(task, cfg: PipelineConfig, output_dir: str, log: Log = print) -
     counts = {name: splits[name].count() for name in SPLITS}
     watch.lap("split: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     report["splits"] = counts
-    if task.label_column:
-        report["class_balance"] = {name: dict(sorted(value_counts(splits[name], task.label_column).items()))
-                                   for name in SPLITS if counts[name]}
+    label = cfg.data.labeling.target
+    if label in kept.columns():
+        report["class_balance"] = {name: dict(sorted(value_counts(splits[name], label).items())) for name in SPLITS if counts[name]}
     write_report(report, output_dir)
     log(format_report(report))
     return PreparedData(splits, clean, report, kept)
@@ -99,7 +99,7 @@ def write_quarantine(clean: CleanResult, path: str) -> str:
     return path
 
 
-def featurize(task, cfg: PipelineConfig, splits: dict, log: Log = print):
+def featurize(task: Task, cfg: PipelineConfig, splits: dict, log: Log = print):
     """Fits the preprocessor on train only, then transforms train and val for training."""
     started = time.perf_counter()
     preprocessor = task.fit_preprocessor(cfg, splits)
@@ -111,39 +111,14 @@ def featurize(task, cfg: PipelineConfig, splits: dict, log: Log = print):
     return preprocessor, features
 
 
-def candidate_configs(cfg: PipelineConfig) -> list[tuple[str, PipelineConfig]]:
-    """One config per model candidate (`model.candidates`), else the config itself.
-
-    A candidate's entry is merged over the shared `model` section; its own `train` and `data` keys
-    override those sections for that candidate only (e.g. its learning rate, or its split).
-    """
-    from pipeline.config import deep_merge, from_dict
-
-    candidates = cfg.model.get("candidates")
-    if not candidates:
-        return [(cfg.model.get("name") or cfg.model.get("arch") or "model", cfg)]
-    out = []
-    shared = {k: v for k, v in cfg.model.items() if k not in ("candidates", "serve")}
-    for name, spec in candidates.items():
-        raw = cfg.to_dict()
-        spec = dict(spec or {})
-        raw["train"] = deep_merge(raw["train"], spec.pop("train", {}))
-        raw["data"] = deep_merge(raw["data"], spec.pop("data", {}))
-        raw["model"] = {**shared, **spec, "name": name}
-        candidate = from_dict(PipelineConfig, raw, "")
-        candidate.data.split.validate()
-        candidate.train.validate()
-        out.append((name, candidate))
-    return out
-
-
 class SplitCache:
-    """Splits and fitted features per split configuration, so candidates sharing one reuse them."""
+    """Splits, fitted features and baselines per split configuration, so candidates sharing one reuse them."""
 
-    def __init__(self, task, prepared: PreparedData, cfg: PipelineConfig, log: Log):
-        self.task, self.prepared, self.cfg, self.log = task, prepared, cfg, log
+    def __init__(self, task: Task, prepared: PreparedData, cfg: PipelineConfig, log: Log):
+        self.task, self.prepared, self.log = task, prepared, log
         self.splits = {repr(cfg.data.split): prepared.splits}
         self.features: dict[str, tuple] = {}
+        self.baselines: dict[str, dict] = {}
 
     def get(self, cfg: PipelineConfig) -> dict:
         key = repr(cfg.data.split)
@@ -157,16 +132,62 @@ class SplitCache:
             self.features[key] = featurize(self.task, cfg, self.get(cfg), self.log)
         return self.features[key]
 
+    def baselines_for(self, cfg: PipelineConfig) -> dict[str, dict]:
+        """The task's baselines on this config's split (computed once per split)."""
+        key = repr(cfg.data.split)
+        if key not in self.baselines:
+            self.baselines[key] = self.task.baselines(cfg, self.get(cfg), self.featurized(cfg)[0])
+            for name, scores in self.baselines[key].items():
+                shown = "  ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
+                self.log(f"[{self.task.name}] baseline {name}: test {shown}")
+        return self.baselines[key]
+
+
+def merged_baselines(*parts: dict[str, dict]) -> dict[str, dict]:
+    """Baselines by name, the metrics of every part merged (the first value of a metric wins)."""
+    out: dict[str, dict] = {}
+    for part in parts:
+        for name, scores in part.items():
+            out.setdefault(name, {})
+            for metric, value in scores.items():
+                out[name].setdefault(metric, value)
+    return out
+
+
+def run_metrics(task: Task, run_id: str, summary: dict, prepared: PreparedData, baselines: dict, served: str, train: dict,
+                started: float, output_dir: str, **extra) -> dict[str, Any]:
+    """metrics.json, one shape for `pipeline run` and `pipeline tune` (which adds `tune`; a run with
+    several candidates adds `candidates`)."""
+    data_keys = ("rows_in", "rows_kept", "rows_quarantined", "quarantined_by_reason", "splits")
+    return {
+        "task": task.name, "run_id": run_id, "test": summary["test"], "val": summary["val"],
+        "data": {k: prepared.report[k] for k in data_keys},
+        "baselines": merged_baselines(baselines, summary.get("baselines", {})),
+        "served_model": served, "train": train, **extra,
+        "wall_seconds": round(time.perf_counter() - started, 1), "output_dir": output_dir,
+    }
+
+
+def register(task: Task, run_id: str, model_dir: str, metrics: dict, registry: Registry, promote: bool, log: Log) -> str:
+    """Writes metrics.json beside the run and into the model, registers the model, promotes it if asked."""
+    write_json(os.path.join(metrics["output_dir"], "metrics.json"), metrics)
+    write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    uri = registry.register(task.name, run_id, model_dir, metrics)
+    if promote:
+        registry.promote(task.name, run_id)
+    log(f"[{task.name}] registered {uri}{' and promoted to production' if promote else ''} (served model: {metrics['served_model']})")
+    log(f"[{task.name}] test " + "  ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
+    return uri
+
 
 def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
-                 run_id: str | None = None, log: Log = print, extra_loop_config: dict | None = None) -> dict[str, Any]:
+                 run_id: str | None = None, log: Log = print) -> dict[str, Any]:
     """Data stages, training of every model candidate, evaluation, selection and registration.
 
     Returns the metrics.json contents. With several candidates, the one with the best validation
-    score (the task's selection metric, or `model.serve` when it names one) is registered.
+    score (the task's selection metric, or `candidates.select` when it names one) is registered.
     """
     from pipeline.plots import learning_curves_png
-    from pipeline.tasks import get_task
     from pipeline.train.trainer import fit
 
     started = time.perf_counter()
@@ -178,10 +199,11 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
         raise DataError(f"too few rows to train and evaluate ({counts}); every split needs at least one row")
     cache = SplitCache(task, prepared, cfg, log)
-    candidates = candidate_configs(cfg)
+    candidates = cfg.candidate_configs()
     several = len(candidates) > 1
 
     results: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, dict] = {}
     for name, ccfg in candidates:
         splits = cache.get(ccfg)
         preprocessor, features = cache.featurized(ccfg)
@@ -191,14 +213,14 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         log(f"[{label}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
             f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
         outcome = fit(ccfg, features, preprocessor.state(), os.path.join(output_dir, "checkpoints"),
-                      f"{run_id}-{name}" if several else run_id, splits["train"].count(), extra_loop_config=extra_loop_config)
+                      f"{run_id}-{name}" if several else run_id, splits["train"].count(), label)
         model_dir = os.path.join(train_dir, "model")
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.copytree(outcome.best_checkpoint, model_dir)
         learning_curves_png(outcome.history, os.path.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
         log(f"[{label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
             f"{tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
-        evaluated = task.evaluate(model_dir, splits, train_dir)
+        evaluated = evaluate_model(task, model_dir, splits, train_dir, task.name)
         results[name] = {**evaluated, "model_dir": model_dir, "train_dir": train_dir, "train": {
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_metrics.get("epoch"),
@@ -208,6 +230,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             "num_workers": tc.num_workers,
             "use_gpu": tc.use_gpu,
         }}
+        baselines = merged_baselines(baselines, cache.baselines_for(ccfg))
 
     served = select_candidate(task, cfg, results)
     chosen = results[served]
@@ -218,43 +241,17 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         for png in ("confusion_matrix.png", "learning_curves.png"):
             if os.path.exists(os.path.join(chosen["train_dir"], png)):
                 shutil.copy(os.path.join(chosen["train_dir"], png), os.path.join(output_dir, png))
-    test, val = task.summarize(results, served)
-    metrics = {
-        "task": task.name,
-        "run_id": run_id,
-        "test": test,
-        "val": val,
-        "data": {k: prepared.report[k] for k in ("rows_in", "rows_kept", "rows_quarantined", "quarantined_by_reason", "splits")},
-        "baselines": task.baselines(cache, results, output_dir, log),
-        "served_model": served,
-        "train": chosen["train"],
-        "wall_seconds": None,
-        "output_dir": output_dir,
-    }
-    if several:
-        metrics["candidates"] = {name: {k: v for k, v in r.items() if k in ("val", "test")} for name, r in results.items()}
-    for key in set(chosen) - {"val", "test", "model_dir", "train_dir", "train"}:
-        metrics[key] = chosen[key]
-    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_json(os.path.join(output_dir, "metrics.json"), metrics)
-    write_json(os.path.join(model_dir, "metrics.json"), metrics)
-
-    registry = registry or Registry()
-    uri = registry.register(task.name, run_id, model_dir, metrics)
-    if promote:
-        registry.promote(task.name, run_id)
-    log(f"[{task.name}] registered {uri}{' and promoted to production' if promote else ''}"
-        + (f" (served model: {served})" if several else ""))
-    log(f"[{task.name}] test " + "  ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items() if isinstance(v, float)))
+    extra = {"candidates": {name: {k: r[k] for k in ("val", "test")} for name, r in results.items()}} if several else {}
+    metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baselines, served, chosen["train"],
+                          started, output_dir, **extra)
+    register(task, run_id, model_dir, metrics, registry or Registry(), promote, log)
     return metrics
 
 
-def select_candidate(task, cfg: PipelineConfig, results: dict) -> str:
-    """`model.serve` if it names a candidate, else the best validation score among candidates that have it."""
-    wanted = cfg.model.get("serve")
-    if wanted and wanted != "best_val":
-        if wanted not in results:
-            raise DataError(f"model.serve names {wanted!r}, not one of the candidates {sorted(results)}")
+def select_candidate(task: Task, cfg: PipelineConfig, results: dict) -> str:
+    """`candidates.select` if it names a candidate, else the best validation score among candidates that have it."""
+    wanted = cfg.candidates.select
+    if wanted != "best_val":
         return wanted
     metric, mode = task.selection
     scored = {name: r["val"][metric] for name, r in results.items() if metric in r.get("val", {})}

@@ -12,43 +12,60 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import PipelineConfig, from_dict
+from pipeline.config import PipelineConfig
+from pipeline.data.features import load_preprocessor
 from pipeline.storage import local_copy
+from pipeline.tasks import config_from_dict, get_task
 from pipeline.train.checkpoint import CONFIG_FILE, PREPROCESSOR_FILE, load_weights, read_json
+
+
+def load_model_config(model_dir: str) -> PipelineConfig:
+    return config_from_dict(read_json(os.path.join(model_dir, CONFIG_FILE)))
 
 
 class Predictor:
     def __init__(self, model_uri: str, device: str = "cpu"):
-        from pipeline.tasks import get_task
-
         self.model_dir = local_copy(model_uri)
         metrics_path = os.path.join(self.model_dir, "metrics.json")
         self.run_id = read_json(metrics_path)["run_id"] if os.path.exists(metrics_path) else os.path.basename(model_uri.rstrip("/"))
-        self.config: PipelineConfig = from_dict(PipelineConfig, read_json(os.path.join(self.model_dir, CONFIG_FILE)), "")
+        self.config = load_model_config(self.model_dir)
         self.task = get_task(self.config.task)
-        self.preprocessor_state = read_json(os.path.join(self.model_dir, PREPROCESSOR_FILE))
-        self.preprocessor = self.task.preprocessor_from_state(self.preprocessor_state)
+        self.preprocessor = load_preprocessor(read_json(os.path.join(self.model_dir, PREPROCESSOR_FILE)))
         self.device = torch.device(device)
-        model = self.task.build_model(self.config, self.preprocessor_state)
+        model = self.task.build_model(self.config, self.preprocessor)
         self.model = load_weights(self.model_dir, model).to(self.device).eval()
 
     def predict(self, raw_batch: Any) -> np.ndarray:
-        """Model outputs (class probabilities, scores) for a batch of raw rows."""
+        """Model outputs (logits, scores) as float32 for a batch of raw rows."""
         features = self.preprocessor.transform(raw_batch, with_target=False)
-        tensors = {c: torch.as_tensor(np.asarray(features[c])).to(self.device) for c in self.task.input_columns}
+        tensors = {k: torch.as_tensor(np.asarray(v)).to(self.device) for k, v in features.items()}
         with torch.no_grad():
-            return self.task.postprocess(self.task.forward(self.model, tensors))
+            return self.task.forward(self.model, tensors).float().cpu().numpy()
 
 
 class PredictBatch:
-    """Ray Data callable class: appends prediction columns to each batch, keeping `keep` columns."""
+    """Ray Data callable class: appends prediction columns to each batch, keeping its scalar columns."""
 
-    def __init__(self, model_uri: str, keep: list[str] | None = None):
+    def __init__(self, model_uri: str):
         self.predictor = Predictor(model_uri)
-        self.keep = keep
 
     def __call__(self, batch):
         outputs = self.predictor.predict(batch)
         columns = self.predictor.task.prediction_columns(outputs, self.predictor.preprocessor)
-        keep = self.keep if self.keep is not None else [c for c in batch if c not in columns]
-        return {**{c: np.asarray(batch[c]) for c in keep if c in batch}, **columns}
+        kept = {c: np.asarray(batch[c]) for c in batch if c not in columns}
+        return {**{c: v for c, v in kept.items() if is_scalar_column(v)}, **columns}
+
+
+def is_scalar_column(values: np.ndarray) -> bool:
+    """One value per row (ids, labels, texts), not an array per row (an image)."""
+    return values.ndim == 1 and not (values.dtype == object and len(values) and isinstance(values[0], np.ndarray))
+
+
+class ScoreBatch:
+    """Ray Data callable class: the task's per-row evaluation columns for a labelled batch."""
+
+    def __init__(self, model_uri: str):
+        self.predictor = Predictor(model_uri)
+
+    def __call__(self, batch):
+        return self.predictor.task.score_rows(self.predictor, batch)

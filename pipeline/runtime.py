@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from pipeline.tasks import PLUGINS_ENV
+
 _QUIET_LOGGERS = ("ray.data", "ray.train", "ray.tune", "ray.serve", "ray._private", "ray.air")
 
 
@@ -15,6 +17,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         kwargs = {"logging_level": logging.INFO if verbose else logging.WARNING, "log_to_driver": True}
+        if os.environ.get(PLUGINS_ENV):  # workers, trials and Serve replicas must find the same task modules
+            kwargs["runtime_env"] = {"env_vars": {PLUGINS_ENV: os.environ[PLUGINS_ENV]}}
         if address:
             ray.init(address=address, **kwargs)
         else:

@@ -14,6 +14,7 @@ checkpoint is registered, and promoted to production with --promote.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import shutil
@@ -23,10 +24,11 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
-from pipeline.config import PipelineConfig, from_dict, set_dotted
+from pipeline.config import SCHEDULES, Domain, PipelineConfig, apply_override, config_error, key_hint
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.train.schedules import SCHEDULES
+from pipeline.tasks import config_from_dict
 
 SEARCHES = ("random", "grid", "bayes")
 SCHEDULERS = ("asha", "pbt", "fifo")
@@ -51,6 +53,12 @@ class TuneOptions:
     candidate: str | None = None
     space: dict[str, Any] = field(default_factory=dict)  # dotted key -> spec, over the config's tune.space
 
+    @classmethod
+    def from_args(cls, args, space: dict[str, Any]) -> "TuneOptions":
+        """From `pipeline tune`'s parsed flags (which carry the same names)."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "space"]
+        return cls(**{name: getattr(args, name) for name in names}, space=space)
+
     def validate(self) -> None:
         if self.search not in SEARCHES:
             raise ConfigError(f"--search must be one of {SEARCHES}")
@@ -64,35 +72,36 @@ class TuneOptions:
             raise ConfigError("--num-samples and --max-concurrent must be at least 1")
 
 
-def to_tune_domain(key: str, spec: Any):
-    """Config spec -> Tune domain: {loguniform: [a, b]}, {uniform: [a, b]}, {choice: [...]}, a constant."""
+def to_tune_domain(key: str, spec: Domain | dict):
+    """A search dimension ({loguniform: [a, b]}, {uniform: [a, b]} or {choice: [...]}) as a Tune domain."""
     from ray import tune
 
-    if not isinstance(spec, dict):
-        return spec
-    (kind, args), = spec.items() if len(spec) == 1 else ((None, None),)
-    if kind == "loguniform":
-        return tune.loguniform(float(args[0]), float(args[1]))
-    if kind == "uniform":
-        return tune.uniform(float(args[0]), float(args[1]))
-    if kind == "choice":
-        return tune.choice(list(args))
-    raise ConfigError(f"tune.space.{key}: use {{loguniform: [a, b]}}, {{uniform: [a, b]}} or {{choice: [...]}}")
+    if not isinstance(spec, Domain):
+        try:
+            spec = Domain.model_validate(spec)
+        except ValidationError as exc:
+            raise ConfigError(f"tune space {key}: {config_error(exc, Domain)}") from None
+    if spec.loguniform:
+        return tune.loguniform(*spec.loguniform)
+    if spec.uniform:
+        return tune.uniform(*spec.uniform)
+    return tune.choice(list(spec.choice))
 
 
 def search_space(cfg: PipelineConfig, opts: TuneOptions) -> dict[str, Any]:
     from ray import tune
 
-    space = {**cfg.tune.get("space", {}), **opts.space}
+    for key in opts.space:
+        hint = key_hint(cfg, key)
+        if hint is not None:
+            raise ConfigError(f"tune space key {key!r} is not a config key{hint}")
     if opts.search == "grid":
-        grid = {**cfg.tune.get("grid", {}), **{k: v for k, v in opts.space.items() if isinstance(v, list)}}
+        grid = {**cfg.tune.grid, **{k: v for k, v in opts.space.items() if isinstance(v, list)}}
         if not grid:
             raise ConfigError("--search grid needs tune.grid in the config (key: [values])")
         out = {k: tune.grid_search(list(v)) for k, v in grid.items()}
     else:
-        out = {k: to_tune_domain(k, v) for k, v in space.items()}
-    for key in out:
-        check_key(cfg, key)
+        out = {k: to_tune_domain(k, v) for k, v in {**cfg.tune.space, **opts.space}.items()}
     bad = [s for s in schedule_values(out) if s not in SCHEDULES]
     if bad:
         raise ConfigError(f"unknown LR schedule(s) {bad}; choose from {', '.join(SCHEDULES)}")
@@ -108,22 +117,11 @@ def schedule_values(space: dict) -> list:
     return list(getattr(domain, "categories", [])) or ([domain] if isinstance(domain, str) else [])
 
 
-def check_key(cfg: PipelineConfig, key: str) -> None:
-    raw = cfg.to_dict()
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"tune space key {key!r} is not a config key")
-        node = node[part]
-    if parts[0] in ("train", "seed") and parts[-1] not in node:
-        raise ConfigError(f"tune space key {key!r} is not a config key")
-
-
-def apply_params(raw: dict, params: dict[str, Any]) -> dict:
-    out = copy.deepcopy(raw)
+def apply_params(cfg: PipelineConfig, params: dict[str, Any]) -> dict:
+    """The config as a dict, with a trial's parameters (dotted keys) set."""
+    out = copy.deepcopy(cfg.to_dict())
     for key, value in params.items():
-        set_dotted(out, key, value)
+        apply_override(out, key, value, type(cfg))
     return out
 
 
@@ -131,12 +129,9 @@ def tune_trial(params: dict, datasets: dict, loop_base: dict, workers: int, reso
     """One trial: the base config with this trial's parameters, trained by the shared loop."""
     from pipeline.train.loop import TuneSession, run_training
 
-    raw = apply_params(loop_base["config"], params)
-    trial_cfg = from_dict(PipelineConfig, raw, "")
-    trial_cfg.train.validate()
-    loop_config = {**loop_base, "config": trial_cfg.to_dict()}
+    trial_cfg = config_from_dict(apply_params(config_from_dict(loop_base["config"]), params))
     if workers == 1:
-        run_training(loop_config, TuneSession(datasets))
+        run_training({**loop_base, "config": trial_cfg.to_dict()}, TuneSession(datasets))
         return
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -146,8 +141,8 @@ def tune_trial(params: dict, datasets: dict, loop_base: dict, workers: int, reso
     trial_cfg.train.num_workers = workers
     trial_cfg.train.cpus_per_worker = max(1, int(resources.get("cpu", 1)))
     trial_cfg.train.use_gpu = resources.get("gpu", 0) > 0
-    trainer = build_trainer(trial_cfg, datasets, loop_base["preprocessor"], tune.get_context().get_trial_dir(), "train",
-                            loop_base["train_rows"], callbacks=[TuneReportCallback()])
+    trainer = build_trainer(trial_cfg, datasets, {**loop_base, "config": trial_cfg.to_dict()}, tune.get_context().get_trial_dir(),
+                            "train", callbacks=[TuneReportCallback()])
     trainer.fit()
 
 
@@ -156,16 +151,17 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.logger.tensorboardx import TBXLoggerCallback
 
-    from pipeline.flow import SplitCache, candidate_configs, new_run_id, prepare_data
+    from pipeline.flow import SplitCache, new_run_id, prepare_data
     from pipeline.registry import Registry
     from pipeline.tasks import get_task
+    from pipeline.train.trainer import loop_config
 
     opts.validate()
     started = time.perf_counter()
     task = get_task(task_name)
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    candidates = dict(candidate_configs(cfg))
+    candidates = dict(cfg.candidate_configs())
     name = opts.candidate or next(iter(candidates))
     if name not in candidates:
         raise ConfigError(f"--candidate {name!r} is not one of {sorted(candidates)}")
@@ -179,7 +175,8 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     cache = SplitCache(task, prepared, base, log)
     splits = cache.get(base)
     preprocessor, features = cache.featurized(base)
-    loop_base = {"config": base.to_dict(), "preprocessor": preprocessor.state(), "train_rows": splits["train"].count()}
+    label = f"{task_name}/{name}" if len(candidates) > 1 else task_name
+    loop_base = loop_config(base, preprocessor.state(), splits["train"].count(), label)
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
     trainable = tune.with_parameters(tune_trial, datasets=features, loop_base=loop_base, workers=opts.workers_per_trial,
                                      resources=resources)
@@ -218,7 +215,7 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     log(f"[tune] {task_name}/{name}: search={opts.search} scheduler={opts.scheduler} samples={samples} "
         f"concurrent={opts.max_concurrent} resources/trial={resources} workers/trial={opts.workers_per_trial}")
     grid = tuner.fit()
-    return summarize_sweep(task, base, grid, metric, mode, opts, output_dir, splits, registry or Registry(), started, log,
+    return summarize_sweep(task, name, base, grid, opts, output_dir, cache, prepared, registry or Registry(), started, log,
                            new_run_id(f"{task_name}-tune"))
 
 
@@ -226,19 +223,16 @@ def make_scheduler(opts: TuneOptions, cfg: PipelineConfig, metric: str, mode: st
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
-    settings = cfg.tune
     if opts.scheduler == "asha":
-        asha = settings.get("asha", {})
-        return ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs, grace_period=int(asha.get("grace_period", 2)),
-                             reduction_factor=float(asha.get("reduction_factor", 3)))
+        asha = cfg.tune.asha
+        return ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs, grace_period=asha.grace_period,
+                             reduction_factor=asha.reduction_factor)
     if opts.scheduler == "pbt":
-        pbt = settings.get("pbt", {})
-        low, high = pbt.get("lr_bounds", [1e-4, 1e-1])
-        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=int(pbt.get("perturbation_interval", 2)),
-                                       hyperparam_mutations={"train.lr": tune.loguniform(float(low), float(high))},
-                                       quantile_fraction=float(pbt.get("quantile_fraction", 0.25)),
-                                       resample_probability=float(pbt.get("resample_probability", 0.25)),
-                                       synch=bool(pbt.get("synch", False)))
+        pbt = cfg.tune.pbt
+        return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=pbt.perturbation_interval,
+                                       hyperparam_mutations={"train.lr": tune.loguniform(*pbt.lr_bounds)},
+                                       quantile_fraction=pbt.quantile_fraction, resample_probability=pbt.resample_probability,
+                                       synch=pbt.synch)
     return FIFOScheduler()
 
 
@@ -322,12 +316,14 @@ def trial_rows(grid, metric: str, mode: str) -> pd.DataFrame:
     return table.sort_values(f"best_{metric}", ascending=mode == "min", na_position="last").reset_index(drop=True)
 
 
-def summarize_sweep(task, base: PipelineConfig, grid, metric: str, mode: str, opts: TuneOptions, output_dir: str, splits: dict,
+def summarize_sweep(task, name: str, base: PipelineConfig, grid, opts: TuneOptions, output_dir: str, cache, prepared,
                     registry, started: float, log, run_id: str) -> dict:
     """Results table and CSV, best config YAML, plots, and the best checkpoint evaluated and registered."""
+    from pipeline.evaluate import evaluate_model
+    from pipeline.flow import register, run_metrics
     from pipeline.plots import lr_vs_metric_png, trial_curves_png
-    from pipeline.train.checkpoint import write_json
 
+    metric, mode = base.train.metric, base.train.mode
     table = trial_rows(grid, metric, mode)
     table.drop(columns=["path"]).to_csv(os.path.join(output_dir, "results.csv"), index=False)
     shown = table.drop(columns=["path"]).copy()
@@ -337,7 +333,7 @@ def summarize_sweep(task, base: PipelineConfig, grid, metric: str, mode: str, op
     if errors == len(table):
         raise PipelineError(f"all {errors} trials failed; see the trial logs under {grid.experiment_path}")
     best = grid.get_best_result(metric=metric, mode=mode, scope="all")
-    best_raw = apply_params(base.to_dict(), best.config)
+    best_raw = apply_params(base, best.config)
     with open(os.path.join(output_dir, "best_config.yaml"), "w") as fh:
         yaml.safe_dump(best_raw, fh, sort_keys=False)
     lr_vs_metric_png(table, metric, os.path.join(output_dir, "lr_vs_metric.png"))
@@ -347,22 +343,17 @@ def summarize_sweep(task, base: PipelineConfig, grid, metric: str, mode: str, op
     model_dir = os.path.join(output_dir, "model")
     shutil.rmtree(model_dir, ignore_errors=True)
     copy_best_checkpoint(best, metric, mode, model_dir)
-    results = task.evaluate(model_dir, splits, output_dir)
+    results = {name: evaluate_model(task, model_dir, cache.get(base), output_dir, task.name)}
+    history = best.metrics_dataframe
+    epochs = [c for c in history.columns if c in ("epoch", "lr", "base_lr", "train_loss", "epoch_seconds") or c.startswith("val_")]
+    train = {"epochs_run": int(len(history)), "history": history[epochs].to_dict("records")}
     total_epochs = int(table["epochs"].sum())
-    metrics = {
-        "task": task.name, "run_id": run_id, "test": results["test"], "val": results["val"],
-        "tune": {"metric": metric, "mode": mode, "search": opts.search, "scheduler": opts.scheduler, "trials": len(table),
-                 "errored_trials": errors, "trial_epochs": total_epochs, "best_config": best.config,
-                 f"best_{metric}": float(table[f"best_{metric}"].iloc[0]), "experiment": grid.experiment_path},
-        "baselines": {}, "wall_seconds": round(time.perf_counter() - started, 1), "output_dir": output_dir,
-    }
-    write_json(os.path.join(output_dir, "metrics.json"), metrics)
-    write_json(os.path.join(model_dir, "metrics.json"), metrics)
-    uri = registry.register(task.name, run_id, model_dir, metrics)
-    if opts.promote:
-        registry.promote(task.name, run_id)
-    log(f"[tune] {len(table)} trials, {total_epochs} trial-epochs, best {metric}={metrics['tune'][f'best_{metric}']:.4f} "
-        f"with {best.config}")
-    log(f"[tune] registered {uri}{' and promoted to production' if opts.promote else ''}; best config: "
-        f"{os.path.join(output_dir, 'best_config.yaml')}")
+    sweep = {"metric": metric, "mode": mode, "search": opts.search, "scheduler": opts.scheduler, "trials": len(table),
+             "errored_trials": errors, "trial_epochs": total_epochs, "best_config": best.config,
+             f"best_{metric}": float(table[f"best_{metric}"].iloc[0]), "experiment": grid.experiment_path}
+    metrics = run_metrics(task, run_id, task.summarize(results, name), prepared, cache.baselines_for(base), name, train,
+                          started, output_dir, tune=sweep)
+    log(f"[tune] {len(table)} trials, {total_epochs} trial-epochs, best {metric}={sweep[f'best_{metric}']:.4f} with {best.config}")
+    register(task, run_id, model_dir, metrics, registry, opts.promote, log)
+    log(f"[tune] best config: {os.path.join(output_dir, 'best_config.yaml')}")
     return metrics

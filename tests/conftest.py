@@ -1,13 +1,15 @@
-"""Shared fixtures: one local Ray head for the whole session (started with `ray start --head` on
-127.0.0.1, stopped at the end), used by integration tests in-process and by e2e tests through
-the CLI, Serve and `ray job submit`."""
+"""Shared fixtures: one local Ray head for the whole session (`ray start --head --block` on
+127.0.0.1; at the end SIGTERM to that process stops its Ray processes and no others), used by
+integration tests in-process and by e2e tests through the CLI, Serve and `ray job submit`."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,19 +48,31 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
     port, dashboard_port = free_port(), free_port()
-    cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
+    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dashboard_port}", "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=120)
+    log_path = tmp_path_factory.mktemp("ray-head") / "ray-start.log"
+    env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # nothing to drain when the tests end
+    with open(log_path, "w") as log:
+        head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
+        deadline = time.monotonic() + 120
+        while "block forever" not in log_path.read_text():  # bounded wait for `ray start` to finish starting
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start --head failed:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
         yield Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}")
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([RAY, "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        head.send_signal(signal.SIGTERM)  # this head's processes only: other Ray instances keep running
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            head.kill()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from pipeline.data.split import stable_hash
+
 REASON_COLUMN = "reason"
 DEDUP_HASH = "_dedup_hash"
 Step = Callable[[Any], tuple[Any, np.ndarray]]
@@ -28,21 +30,20 @@ def first_reason(reason_arrays: list[np.ndarray], n: int) -> np.ndarray:
     return out
 
 
-def annotate_batch(batch, steps: list[Step], dedup_keys: list[str] | None = None, seed: int = 0):
+def annotate_batch(batch, steps: list[Step], dedup_keys: list[str] | None = None):
+    """Runs the steps in order and adds the `reason` column (and the key hash for de-duplication)."""
     n = len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
-    reasons = np.full(n, "", dtype=object)
+    step_reasons = []
     for step in steps:
-        batch, step_reasons = step(batch)
-        empty = reasons == ""
-        reasons[empty] = np.asarray(step_reasons, dtype=object)[empty]
+        batch, reasons = step(batch)
+        step_reasons.append(reasons)
+    reasons = first_reason(step_reasons, n)
     if isinstance(batch, dict):
         batch[REASON_COLUMN] = reasons.astype(str)
     else:
         batch[REASON_COLUMN] = pd.array(reasons.astype(str), dtype="string")
         if dedup_keys:
-            from pipeline.data.split import stable_hash
-
-            batch[DEDUP_HASH] = stable_hash(batch[dedup_keys], seed)
+            batch[DEDUP_HASH] = stable_hash(batch[dedup_keys], 0)
     return batch
 
 

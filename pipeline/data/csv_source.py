@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv as pycsv
 import io
-from typing import Any, Iterator
+from typing import Iterator
 
 import pyarrow as pa
 from ray.data.datasource.file_based_datasource import FileBasedDatasource
+
+from pipeline.config import TableOptions
 
 HEAD_BYTES = 1 << 16
 BLOCK_BYTES = 8 << 20  # ~80k rows of Adult per batch: few, large blocks keep per-block overhead small
@@ -22,13 +24,12 @@ BLOCK_BYTES = 8 << 20  # ~80k rows of Adult per batch: few, large blocks keep pe
 class CSVLayout:
     """How to read the files: delimiter, quoting, header, column names, lines to skip."""
 
-    def __init__(self, options: dict[str, Any], delimiter: str = ","):
-        self.delimiter = options.get("delimiter", delimiter)
-        quote = options.get("quote_char", '"')
-        self.quote_char = quote if quote else False
-        self.header = bool(options.get("header", "column_names" not in options))
-        self.column_names = options.get("column_names")
-        self.skip_rows = int(options.get("skip_rows", 0))
+    def __init__(self, options: TableOptions, delimiter: str):
+        self.delimiter = options.delimiter or delimiter
+        self.quote_char = options.quote_char or False
+        self.header = options.header if options.header is not None else not options.column_names
+        self.column_names = options.column_names
+        self.skip_rows = options.skip_rows
 
     def names_from_head(self, head: bytes, path: str) -> list[str]:
         if self.column_names:

@@ -8,6 +8,7 @@ its state as JSON. The same `transform` runs in training, evaluation, Serve and 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 import numpy as np
@@ -24,25 +25,41 @@ def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas
     return [json.loads(row["partial"]) for row in rows]
 
 
-class Preprocessor:
-    """Interface: fit on train, transform any split or request, round-trip through JSON."""
+class Preprocessor(ABC):
+    """Interface: fit on train, transform any split or request, round-trip through JSON.
 
-    def fit(self, train_ds) -> "Preprocessor":
-        raise NotImplementedError
+    A preprocessor's state names its `kind`, so `load_preprocessor(state)` rebuilds the right class.
+    """
 
-    def transform(self, batch, with_target: bool = True) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+    kind: str
+    kinds: dict[str, type["Preprocessor"]] = {}
+    input_columns: list[str]  # raw columns `transform` reads (besides the label)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            Preprocessor.kinds[cls.kind] = cls
+
+    @abstractmethod
+    def transform(self, batch, with_target: bool = True) -> dict[str, np.ndarray]: ...
 
     def transform_for(self, split: str):
         """The transform applied to a split before training (a split may need extra columns)."""
         return self.transform
 
-    def state(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def state(self) -> dict[str, Any]: ...
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Preprocessor":
-        raise NotImplementedError
+    @abstractmethod
+    def from_state(cls, state: dict[str, Any]) -> "Preprocessor": ...
+
+
+def load_preprocessor(state: dict[str, Any]) -> Preprocessor:
+    kind = state.get("kind")
+    if kind not in Preprocessor.kinds:
+        raise ValueError(f"unknown preprocessor kind {kind!r} (known: {', '.join(Preprocessor.kinds)}); import its task first")
+    return Preprocessor.kinds[kind].from_state(state)
 
 
 class LabelEncoder:
@@ -62,38 +79,46 @@ class LabelEncoder:
         return codes
 
 
-def merge_moments(partials: list[dict]) -> tuple[float, float]:
-    """Mean and standard deviation from partial {"sum", "sumsq", "count"} dicts."""
-    total = sum(p["count"] for p in partials)
-    if total == 0:
-        raise ValueError("cannot fit a scaler on zero values")
-    s = sum(p["sum"] for p in partials)
-    sq = sum(p["sumsq"] for p in partials)
-    mean = s / total
-    var = max(sq / total - mean * mean, 0.0)
-    return mean, float(np.sqrt(var)) or 1.0
-
-
 def moments(values: np.ndarray) -> dict:
-    values = np.asarray(values, dtype=np.float64)
-    return {"sum": float(values.sum()), "sumsq": float((values**2).sum()), "count": int(values.size)}
+    """Count, mean and sum of squared deviations of one batch's values (merged by `merge_moments`)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if not values.size:
+        return {"count": 0, "mean": 0.0, "m2": 0.0}
+    mean = float(values.mean())
+    return {"count": int(values.size), "mean": mean, "m2": float(((values - mean) ** 2).sum())}
+
+
+def merge_moments(partials: list[dict]) -> tuple[float, float]:
+    """Mean and standard deviation from per-batch `moments`, merged pairwise (Chan et al.): stable for
+    values with a large mean and a small spread, where E[x^2] - mean^2 loses every digit."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for p in partials:
+        if not p["count"]:
+            continue
+        total = count + p["count"]
+        delta = p["mean"] - mean
+        mean += delta * p["count"] / total
+        m2 += p["m2"] + delta * delta * count * p["count"] / total
+        count = total
+    if count == 0:
+        raise ValueError("cannot fit a scaler on zero values")
+    return mean, float(np.sqrt(m2 / count)) or 1.0
 
 
 class TableFeatures(Preprocessor):
+    kind = "table"
     """Numeric standardisation (optional log1p) and one-hot / ordinal categoricals, fitted on train.
 
     Imputation values (mean, median, mode, constant) come from the training split too. A category
     not seen in training (or too rare: `min_frequency`) maps to the `unknown` bucket.
     """
 
-    def __init__(self, numeric: list[str], categorical: list[str], label_column: str | None = "label",
-                 log1p: list[str] | None = None, encoding: str = "onehot", min_frequency: int = 1,
-                 imputation: dict[str, dict] | None = None, state: dict | None = None):
-        if encoding not in ("onehot", "ordinal"):
-            raise ValueError(f"features.encoding must be onehot or ordinal, not {encoding!r}")
+    def __init__(self, numeric: list[str], categorical: list[str], label_column: str | None, log1p: list[str],
+                 encoding: str, min_frequency: int, imputation: dict[str, dict], state: dict | None = None):
         self.numeric, self.categorical, self.label_column = list(numeric), list(categorical), label_column
-        self.log1p, self.encoding, self.min_frequency = set(log1p or []), encoding, int(min_frequency)
-        self.imputation = imputation or {}
+        self.log1p, self.encoding, self.min_frequency = set(log1p), encoding, int(min_frequency)
+        self.imputation = imputation
+        self.input_columns = self.numeric + self.categorical
         self.stats: dict[str, Any] = state or {}
         self.labels = LabelEncoder(self.stats["classes"]) if self.stats.get("classes") else None
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
-from typing import Any
 
 import pyarrow.fs as pafs
 
+from pipeline.config import TableOptions
 from pipeline.errors import DataError
 
 FORMAT_BY_EXTENSION = {
@@ -71,16 +71,18 @@ def strip_compression(path: str) -> str:
     return root if ext.lower() in (".gz", ".bz2", ".zst", ".lz4", ".br") else path
 
 
-def read_dataset(uri: str, fmt: str = "auto", options: dict[str, Any] | None = None, schema: dict[str, str] | None = None):
+def read_dataset(uri: str, fmt: str = "auto", options: TableOptions | None = None, schema: dict[str, str] | None = None,
+                 image_mode: str = "L"):
     """Reads `uri` into a Ray Dataset.
 
-    `options` are reader options (CSV: column_names, header, skip_rows, delimiter, quote_char);
+    `options`: how to read CSV/TSV (column names, header, quoting) and which markers mean missing;
+    `image_mode`: L (grey) or RGB for image files;
     `schema` (column -> type) is checked before any Ray work: a source that lacks a declared column or
     holds it in an incompatible type fails with one message listing every such column.
     """
     import ray.data
 
-    options = dict(options or {})
+    options = options or TableOptions()
     fs, files = resolve_paths(uri)
     fmt = infer_format(files, fmt)
     if fmt in ("csv", "tsv"):
@@ -88,7 +90,7 @@ def read_dataset(uri: str, fmt: str = "auto", options: dict[str, Any] | None = N
 
         layout = CSVLayout(options, "\t" if fmt == "tsv" else ",")
         if schema:
-            check_csv_schema(uri, fs, files[0], layout, schema, options.get("na_values", []))
+            check_csv_schema(uri, fs, files[0], layout, schema, options.na_values)
         return ray.data.read_datasource(QuarantiningCSVDatasource(files, layout, filesystem=fs))
     if fmt == "parquet":
         ds = ray.data.read_parquet(files, filesystem=fs)
@@ -97,7 +99,7 @@ def read_dataset(uri: str, fmt: str = "auto", options: dict[str, Any] | None = N
     elif fmt == "text":
         ds = ray.data.read_text(files, filesystem=fs, include_paths=True)
     elif fmt == "images":
-        return ray.data.read_images(files, filesystem=fs, include_paths=True, mode=options.get("mode", "L"))
+        return ray.data.read_images(files, filesystem=fs, include_paths=True, mode=image_mode)
     else:
         return read_numpy_arrays(fs, files)
     if schema:

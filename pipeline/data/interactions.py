@@ -18,9 +18,12 @@ from pipeline.data.features import Preprocessor, fit_partials
 
 
 class InteractionFeatures(Preprocessor):
-    def __init__(self, user_column: str = "userId", item_column: str = "movieId", rating_column: str = "rating",
-                 n_negatives: int = 100, eval_negatives: bool = False, seed: int = 42, state: dict | None = None):
+    kind = "interactions"
+
+    def __init__(self, user_column: str, item_column: str, rating_column: str, n_negatives: int, eval_negatives: bool,
+                 seed: int, state: dict | None = None):
         self.user_column, self.item_column, self.rating_column = user_column, item_column, rating_column
+        self.input_columns = [user_column, item_column]
         self.n_negatives, self.eval_negatives, self.seed = n_negatives, eval_negatives, seed
         self.s: dict[str, Any] = state or {}
         if state:
@@ -107,6 +110,13 @@ class InteractionFeatures(Preprocessor):
         for row, genres in enumerate(self.s["item_genres"], start=1):
             out[row, genres] = 1.0
         return out
+
+    def popularity_scores(self) -> np.ndarray:
+        """Training-split rating counts per item index (index 0, the unknown item, scores 0)."""
+        counts = np.zeros(self.n_items + 1)
+        ids = [int(item) for item in self.s["popularity"]]
+        counts[self.item_index(ids)] = list(self.s["popularity"].values())
+        return counts
 
     def profile_from_preferences(self, preferences: dict[str, float]) -> np.ndarray:
         vector = np.zeros(len(self.s["genre_vocab"]), np.float32)

@@ -19,77 +19,39 @@ and another function voted differently).
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import ConfigError
+from pipeline.config import LabelingConfig, LabelingFunction
+from pipeline.data.schema import as_text
 
-FUNCTION_TYPES = {"keyword": {"column", "keywords", "label"}, "regex": {"column", "pattern", "label"},
-                  "threshold": {"column", "op", "value", "label"}, "map": {"column", "mapping"}}
 OPS = {"gt": np.greater, "ge": np.greater_equal, "lt": np.less, "le": np.less_equal, "eq": np.equal}
 VOTE_PREFIX = "_lf_"  # per-function outcome columns: 0 abstained, 1 voted, 2 voted against another vote
 
 
-def validate_labeling(labeling: dict[str, Any], known_columns: set[str]) -> None:
-    if not labeling:
-        return
-    unknown = set(labeling) - {"target", "default", "functions"}
-    if unknown:
-        raise ConfigError(f"data.labeling: unknown key(s) {sorted(unknown)}")
-    names = set()
-    for i, fn in enumerate(labeling.get("functions", [])):
-        where = f"data.labeling.functions[{i}]"
-        kind = fn.get("type")
-        if kind not in FUNCTION_TYPES:
-            raise ConfigError(f"{where}.type must be one of {sorted(FUNCTION_TYPES)}")
-        missing = FUNCTION_TYPES[kind] - set(fn)
-        if missing:
-            raise ConfigError(f"{where} ({kind}) needs {sorted(missing)}")
-        if known_columns and fn["column"] not in known_columns:
-            raise ConfigError(f"{where} reads column {fn['column']!r}, which is not in data.schema")
-        if kind == "threshold" and fn["op"] not in OPS:
-            raise ConfigError(f"{where}.op must be one of {sorted(OPS)}")
-        name = fn.get("name", f"{kind}_{i}")
-        if name in names:
-            raise ConfigError(f"{where}: duplicate labeling function name {name!r}")
-        names.add(name)
-
-
-def function_names(labeling: dict[str, Any]) -> list[str]:
-    return [fn.get("name", f"{fn['type']}_{i}") for i, fn in enumerate(labeling.get("functions", []))]
-
-
-def vote(fn: dict[str, Any], batch: pd.DataFrame) -> pd.Series:
+def vote(fn: LabelingFunction, batch: pd.DataFrame) -> pd.Series:
     """One function's votes: a label per row, <NA> where it abstains."""
-    values = batch[fn["column"]]
-    kind = fn["type"]
-    if kind == "map":
-        from pipeline.data.schema import as_text
-
-        return as_text(values).map({str(k): str(v) for k, v in fn["mapping"].items()}).astype("string")
-    if kind == "threshold":
+    values = batch[fn.column]
+    if fn.type == "map":
+        return as_text(values).map(fn.mapping).astype("string")
+    if fn.type == "threshold":
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         with np.errstate(invalid="ignore"):
-            hit = OPS[fn["op"]](numbers, float(fn["value"]))
+            hit = OPS[fn.op](numbers, fn.value)
     else:
         text = values.astype("string")
-        if kind == "keyword":
-            pattern = "|".join(re.escape(k) for k in fn["keywords"])
-            hit = text.str.contains(pattern, case=bool(fn.get("case_sensitive", False)), regex=True)
-        else:
-            hit = text.str.contains(fn["pattern"], case=bool(fn.get("case_sensitive", True)), regex=True)
-        hit = hit.to_numpy(dtype=bool, na_value=False)
-    return pd.Series(np.where(hit, str(fn["label"]), None), index=batch.index, dtype="string")
+        pattern = "|".join(re.escape(k) for k in fn.keywords) if fn.type == "keyword" else fn.pattern
+        hit = text.str.contains(pattern, case=fn.case_sensitive, regex=True).to_numpy(dtype=bool, na_value=False)
+    return pd.Series(np.where(hit, fn.label, None), index=batch.index, dtype="string")
 
 
 class LabelingStep:
-    def __init__(self, labeling: dict[str, Any]):
-        self.functions = labeling.get("functions", [])
-        self.names = function_names(labeling)
-        self.target = labeling.get("target", "label")
-        self.default = labeling.get("default")
+    def __init__(self, labeling: LabelingConfig):
+        self.functions = labeling.functions
+        self.names = labeling.names
+        self.target = labeling.target
+        self.default = labeling.default
 
     def __call__(self, batch: pd.DataFrame):
         n = len(batch)

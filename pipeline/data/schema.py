@@ -10,16 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import ConfigError, DataError
-
-TYPES = ("int", "float", "string", "category", "bool", "datetime")
-NUMERIC = ("int", "float")
-
-
-def validate_schema(schema: dict[str, str]) -> None:
-    bad = {col: t for col, t in schema.items() if t not in TYPES}
-    if bad:
-        raise ConfigError(f"data.schema: unknown type(s) {bad}; use one of {', '.join(TYPES)}")
+from pipeline.config import NUMERIC_TYPES as NUMERIC
+from pipeline.errors import DataError
 
 
 def arrow_kind(arrow_type) -> str:

@@ -33,10 +33,13 @@ def char_ngrams(token: str, sizes=(3, 4, 5)) -> list[str]:
 
 
 class TextFeatures(Preprocessor):
-    def __init__(self, text_column: str = "text", label_column: str | None = "label", max_tokens: int = 40,
-                 pieces: int = 12, max_bag: int = 400, hash_buckets: int = 1 << 15, min_count: int = 1,
-                 min_bigram_count: int = 2, max_vocab: int = 30000, max_chars: int = 5000, state: dict | None = None):
+    kind = "text"
+
+    def __init__(self, text_column: str, label_column: str | None, max_tokens: int, pieces: int, max_bag: int,
+                 hash_buckets: int, min_count: int, min_bigram_count: int, max_vocab: int, max_chars: int,
+                 state: dict | None = None):
         self.text_column, self.label_column = text_column, label_column
+        self.input_columns = [text_column]
         self.max_tokens, self.pieces, self.max_bag = max_tokens, pieces, max_bag
         self.hash_buckets, self.min_count, self.min_bigram_count, self.max_vocab = hash_buckets, min_count, min_bigram_count, max_vocab
         self.max_chars = max_chars

@@ -21,8 +21,10 @@ def conv_block(c_in: int, c_out: int, batchnorm: bool, pool: bool) -> list[nn.Mo
 
 
 class CNN(nn.Module):
-    def __init__(self, in_shape: tuple[int, int, int], n_classes: int, channels=(32, 64, 64), dense: int = 64,
-                 dropout: float = 0.0, batchnorm: bool = True):
+    input_column = "x"  # (batch, channels, height, width)
+
+    def __init__(self, in_shape: tuple[int, int, int], n_classes: int, channels: list[int], dense: int, dropout: float,
+                 batchnorm: bool):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = in_shape[0]

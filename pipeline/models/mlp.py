@@ -6,7 +6,9 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, n_outputs: int, hidden: tuple[int, ...] = (64,), dropout: float = 0.0):
+    input_column = "x"  # (batch, features)
+
+    def __init__(self, in_features: int, n_outputs: int, hidden: list[int], dropout: float):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features

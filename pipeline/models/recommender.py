@@ -17,8 +17,7 @@ class NeuralRecommender(nn.Module):
     uses_features = True
 
     def __init__(self, n_users: int, n_items: int, item_genres: torch.Tensor, user_profiles: torch.Tensor,
-                 dim: int = 32, hidden: tuple[int, ...] = (64, 32), dropout: float = 0.1, objective: str = "ranking",
-                 train_negatives: int = 4):
+                 dim: int, hidden: list[int], dropout: float, objective: str, train_negatives: int):
         super().__init__()
         self.objective, self.n_items, self.train_negatives = objective, n_items, train_negatives
         self.user_embedding = nn.Embedding(n_users + 1, dim)
@@ -49,8 +48,7 @@ class NeuralRecommender(nn.Module):
 class BiasedMF(nn.Module):
     uses_features = False
 
-    def __init__(self, n_users: int, n_items: int, dim: int = 32, global_mean: float = 0.0, objective: str = "ranking",
-                 train_negatives: int = 4):
+    def __init__(self, n_users: int, n_items: int, dim: int, global_mean: float, objective: str, train_negatives: int):
         super().__init__()
         self.objective, self.n_items, self.train_negatives = objective, n_items, train_negatives
         self.user_factors = nn.Embedding(n_users + 1, dim)

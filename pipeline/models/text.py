@@ -21,7 +21,7 @@ def masked_mean(vectors: torch.Tensor, ids: torch.Tensor, dim: int) -> torch.Ten
 class BiLSTMAttention(nn.Module):
     input_column = "subwords"  # (batch, tokens, pieces)
 
-    def __init__(self, vocab_size: int, n_classes: int, embed_dim: int = 32, hidden: int = 32, dropout: float = 0.5):
+    def __init__(self, vocab_size: int, n_classes: int, embed_dim: int, hidden: int, dropout: float):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)
@@ -42,7 +42,7 @@ class BiLSTMAttention(nn.Module):
 class MeanEmbedding(nn.Module):
     input_column = "bag"  # (batch, ids): words, bigrams and character n-grams
 
-    def __init__(self, vocab_size: int, n_classes: int, embed_dim: int = 32, dropout: float = 0.5):
+    def __init__(self, vocab_size: int, n_classes: int, embed_dim: int, dropout: float):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.dropout = nn.Dropout(dropout)

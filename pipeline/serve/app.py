@@ -14,7 +14,7 @@ from ray import serve
 
 import pipeline
 from pipeline.registry import Registry
-from pipeline.tasks import available_tasks, get_task
+from pipeline.tasks import get_task, task_names
 from pipeline.tasks.base import RequestError
 
 
@@ -63,7 +63,7 @@ class TaskModel:
 def build_app(registry_root: str, tasks: list[str] | None = None, reload_interval_s: float = 5.0,
               replica_cpus: float = 0.0):
     """The Serve application (bind it with `serve.run`)."""
-    tasks = tasks or available_tasks()
+    tasks = tasks or task_names()
     api = FastAPI(title="Ray deep-learning pipeline", version=pipeline.__version__,
                   description="Image, text, tabular and recommender models served from the registry's production runs.")
 
@@ -114,7 +114,8 @@ def make_endpoint(task_name: str, request_model):
 def app_builder(args: dict[str, Any]):
     """Entry point for Serve config files (`serve deploy cluster/serve_config.yaml`, KubeRay RayService).
 
-    args: registry (path/URI, required on a cluster), tasks (list), reload_interval_s, replica_cpus.
+    args: registry (path/URI, required on a cluster), tasks (list; default: every task the registry of
+    tasks finds, $PIPELINE_TASKS included), reload_interval_s, replica_cpus.
     """
     return build_app(Registry(args.get("registry")).root, args.get("tasks"), float(args.get("reload_interval_s", 5.0)),
                      float(args.get("replica_cpus", 0.0)))

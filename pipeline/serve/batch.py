@@ -7,18 +7,27 @@ from pipeline.errors import PipelineError
 
 def batch_predict(task_name: str, model_uri: str, input_uri: str, output_uri: str, fmt: str = "auto",
                   actors: int = 1) -> int:
+    """Reads `input_uri` as the model was trained to read its data (the model's own config), with only
+    the model's input columns required, and writes the rows with prediction columns as Parquet."""
     import ray.data
     from ray.data import ActorPoolStrategy
 
-    from pipeline.config import load_config
-    from pipeline.predictor import PredictBatch
+    from pipeline.data.features import load_preprocessor
+    from pipeline.predictor import PredictBatch, load_model_config
+    from pipeline.storage import local_copy
     from pipeline.tasks import get_task
+    from pipeline.train.checkpoint import PREPROCESSOR_FILE, read_json
 
     task = get_task(task_name)
-    cfg = load_config(task_name, overrides={"data.source": input_uri, "data.format": fmt})
-    ds = task.read(cfg, labelled=False)
-    predictions = ds.map_batches(PredictBatch, fn_constructor_args=(model_uri, task.passthrough_columns),
-                                 compute=ActorPoolStrategy(size=actors), batch_size=1024, batch_format=task.batch_format)
+    model_dir = local_copy(model_uri)
+    cfg = load_model_config(model_dir)
+    if cfg.task != task_name:
+        raise PipelineError(f"the model in {model_uri} is a {cfg.task} model, not {task_name}")
+    cfg.data.source, cfg.data.format = input_uri, fmt
+    inputs = load_preprocessor(read_json(f"{model_dir}/{PREPROCESSOR_FILE}")).input_columns
+    ds = task.read(cfg, columns=inputs)
+    predictions = ds.map_batches(PredictBatch, fn_constructor_args=(model_uri,), compute=ActorPoolStrategy(size=actors),
+                                 batch_size=1024, batch_format=task.batch_format)
     predictions.write_parquet(output_uri)
     rows = ray.data.read_parquet(output_uri).count()
     if rows == 0:

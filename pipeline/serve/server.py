@@ -17,9 +17,9 @@ def serve_foreground(registry: Registry, host: str, port: int, tasks: list[str] 
 
     from pipeline.runtime import init_ray
     from pipeline.serve.app import build_app
-    from pipeline.tasks import available_tasks
+    from pipeline.tasks import task_names
 
-    tasks = tasks or available_tasks()
+    tasks = tasks or task_names()
     started_ray = not ray.is_initialized()
     init_ray(address)
     stop = threading.Event()

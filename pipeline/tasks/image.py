@@ -10,16 +10,49 @@ import base64
 import binascii
 import io
 import posixpath
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from pipeline.config import PipelineConfig
+from pipeline.config import DataConfig, PipelineConfig, Section
 from pipeline.data.features import LabelEncoder, Preprocessor, fit_partials, merge_moments, moments
 from pipeline.errors import DataError
-from pipeline.tasks.base import ClassificationTask, RequestError
+from pipeline.models.cnn import CNN
+from pipeline.tasks.base import RequestError
+from pipeline.tasks.classification import ClassificationTask
+
+
+class ImageOptions(Section):
+    """How to read images; what is left null is inferred from the data."""
+
+    shape: list[PositiveInt] | None = None  # [H, W] or [H, W, C]; null: the most common shape
+    classes: list[str] | None = None  # null: every label seen, sorted
+    pixel_max: PositiveFloat | None = None  # the value of white, to rescale PNG requests; null: 255
+    mode: Literal["L", "RGB"] = "L"  # grey or colour, when reading image files
+
+
+class ImageData(DataConfig):
+    options: ImageOptions
+
+
+class CNNSettings(Section):
+    channels: list[PositiveInt]  # one 3x3 conv block each, max-pooled between blocks
+    dense: PositiveInt
+    dropout: NonNegativeFloat
+    batchnorm: bool
+
+
+class NoFeatures(Section):
+    """Pixels are standardised with statistics of the training split; nothing to configure."""
+
+
+class ImageConfig(PipelineConfig):
+    data: ImageData
+    features: NoFeatures
+    model: CNNSettings
+
 
 class ImageRequest(BaseModel):
     """One image: `pixels` as rows of numbers (or one flat list), or a base64-encoded PNG."""
@@ -125,7 +158,11 @@ def label_check(classes: list[str]):
 class ImagePreprocessor(Preprocessor):
     """Pixel standardisation with mean/std fitted on the training split; class index map."""
 
-    def __init__(self, shape: list[int], classes: list[str], pixel_max: float = 255.0, mean: float | None = None, std: float | None = None):
+    kind = "image"
+    input_columns = ["image"]
+    label_column = "label"
+
+    def __init__(self, shape: list[int], classes: list[str], pixel_max: float, mean: float | None = None, std: float | None = None):
         self.shape = [int(s) for s in shape]
         self.labels = LabelEncoder(classes)
         self.pixel_max = float(pixel_max)
@@ -162,29 +199,34 @@ class ImagePreprocessor(Preprocessor):
 
 class ImageTask(ClassificationTask):
     name = "image"
-    batch_format = "numpy"
+    config_class = ImageConfig
     request_model = ImageRequest
-    passthrough_columns = ["id", "label"]
+    batch_format = "numpy"
 
-    def read(self, cfg: PipelineConfig, labelled: bool = True):
+    def read(self, cfg: ImageConfig, columns: list[str] | None = None):
+        """The embedded digits, or image files / Parquet / .npz; with labels, options left null
+        (shape, classes) are filled from the data."""
         import ray.data
 
         from pipeline.data.ingest import read_dataset
 
         opts = cfg.data.options
         if cfg.data.source == "builtin":
+            from ray.data.extensions import TensorArray
+
             from pipeline.datasets import digits
 
             arrays = digits.load_digits_arrays()
-            for key, value in (("shape", list(digits.SHAPE)), ("classes", digits.CLASSES), ("pixel_max", digits.PIXEL_MAX)):
-                if opts.get(key) is None:
-                    opts[key] = value
-            from ray.data.extensions import TensorArray
-
+            opts.shape = opts.shape or list(digits.SHAPE)
+            opts.classes = opts.classes or list(digits.CLASSES)
+            opts.pixel_max = opts.pixel_max or digits.PIXEL_MAX
             frame = pd.DataFrame({"id": arrays["id"], "image": TensorArray(arrays["image"]), "label": arrays["label"]})
             return ray.data.from_pandas(frame)
-        ds = read_dataset(cfg.data.source, cfg.data.format, {"mode": opts.get("mode", "L")})
-        return ds.map_batches(rows_from_arrays, fn_kwargs={"labelled": labelled}, batch_format="numpy")
+        ds = read_dataset(cfg.data.source, cfg.data.format, image_mode=opts.mode)
+        ds = ds.map_batches(rows_from_arrays, fn_kwargs={"labelled": columns is None}, batch_format="numpy")
+        if columns is None:
+            infer_options(cfg, ds)
+        return ds
 
     def example_request(self):
         from pipeline.datasets.digits import load_digits_arrays
@@ -192,39 +234,17 @@ class ImageTask(ClassificationTask):
         arrays = load_digits_arrays()
         return {"pixels": arrays["image"][0].tolist()}, str(arrays["label"][0])
 
-    def resolve_options(self, cfg: PipelineConfig, ds) -> None:
-        """Fills `shape` (the most common one) and `classes` (all labels seen) when not configured."""
-        opts = cfg.data.options
-        if opts.get("shape") and opts.get("classes"):
-            return
-        partials = fit_partials(ds, lambda b: {"shapes": [list(s) for s in image_shapes(b["image"])][:: max(1, len(b["image"]) // 256)],
-                                                "labels": sorted(set(np.asarray(b["label"]).astype(str)) - {""})}, batch_format="numpy")
-        if not partials:
-            raise DataError(f"no images found in {cfg.data.source}")
-        if not opts.get("shape"):
-            shapes = pd.Series([tuple(s) for p in partials for s in p["shapes"]])
-            opts["shape"] = list(shapes.mode().iloc[0])
-        if not opts.get("classes"):
-            opts["classes"] = sorted({c for p in partials for c in p["labels"]})
-
     def checks(self, cfg):
         opts = cfg.data.options
-        return [label_check(opts["classes"]), shape_check(tuple(opts["shape"])), nan_check]
+        return [label_check(opts.classes), shape_check(tuple(opts.shape)), nan_check]
 
-    def make_preprocessor(self, cfg):
+    def fit_preprocessor(self, cfg, splits):
         opts = cfg.data.options
-        return ImagePreprocessor(opts["shape"], opts["classes"], opts.get("pixel_max") or 255.0)
+        return ImagePreprocessor(opts.shape, opts.classes, opts.pixel_max or 255.0).fit(splits["train"])
 
-    def preprocessor_from_state(self, state):
-        return ImagePreprocessor.from_state(state)
-
-    def build_model(self, cfg, preprocessor_state):
-        from pipeline.models.cnn import CNN
-
-        prep = ImagePreprocessor.from_state(preprocessor_state)
+    def build_model(self, cfg, preprocessor):
         m = cfg.model
-        return CNN(prep.in_shape(), len(prep.labels.classes), channels=tuple(m.get("channels", (32, 64, 64))),
-                   dense=int(m.get("dense", 64)), dropout=float(m.get("dropout", 0.0)), batchnorm=bool(m.get("batchnorm", True)))
+        return CNN(preprocessor.in_shape(), len(preprocessor.labels.classes), m.channels, m.dense, m.dropout, m.batchnorm)
 
     def request_to_batch(self, request: dict[str, Any], preprocessor: ImagePreprocessor):
         shape = tuple(preprocessor.shape)
@@ -237,6 +257,22 @@ class ImageTask(ClassificationTask):
         else:
             pixels = decode_png(request["image_png_base64"], shape, preprocessor.pixel_max)
         return {"image": pixels[None]}
+
+
+def infer_options(cfg: ImageConfig, ds) -> None:
+    """Fills `shape` (the most common one) and `classes` (all labels seen) when not configured."""
+    opts = cfg.data.options
+    if opts.shape and opts.classes:
+        return
+    partials = fit_partials(ds, lambda b: {"shapes": [list(s) for s in image_shapes(b["image"])][:: max(1, len(b["image"]) // 256)],
+                                            "labels": sorted(set(np.asarray(b["label"]).astype(str)) - {""})}, batch_format="numpy")
+    if not partials:
+        raise DataError(f"no images found in {cfg.data.source}")
+    if not opts.shape:
+        shapes = pd.Series([tuple(s) for p in partials for s in p["shapes"]])
+        opts.shape = list(shapes.mode().iloc[0])
+    if not opts.classes:
+        opts.classes = sorted({c for p in partials for c in p["labels"]})
 
 
 def decode_png(data: str, shape: tuple, pixel_max: float) -> np.ndarray:

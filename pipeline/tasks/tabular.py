@@ -7,17 +7,50 @@ Any CSV/TSV/Parquet/JSON-lines table works with a schema, cleaning rules and lab
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt, model_validator
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, Section, problem
 from pipeline.data.features import TableFeatures, to_numbers
+from pipeline.data.ingest import read_dataset
+from pipeline.data.rules import imputation
+from pipeline.data.split import HOLDOUT_COLUMN
 from pipeline.errors import ConfigError
-from pipeline.tasks.base import ClassificationTask, RequestError
+from pipeline.models.mlp import MLP
+from pipeline.tasks.base import RequestError, source_schema
+from pipeline.tasks.classification import ClassificationTask
 
-HOLDOUT = "_holdout"
+
+class TableFeatureSettings(Section):
+    numeric: list[str]  # standardised (after log1p for the columns listed there)
+    categorical: list[str]  # one-hot or ordinal, with an `unknown` bucket for values unseen in training
+    log1p: list[str]
+    encoding: Literal["onehot", "ordinal"]
+    min_frequency: PositiveInt  # rarer categories go to the unknown bucket
+
+
+class MLPSettings(Section):
+    hidden: list[PositiveInt]
+    dropout: NonNegativeFloat
+
+
+class TabularConfig(PipelineConfig):
+    features: TableFeatureSettings
+    model: MLPSettings
+
+    @model_validator(mode="after")
+    def features_are_declared(self):
+        f = self.features
+        if not f.numeric + f.categorical:
+            raise problem("features.numeric", "select at least one column (features.numeric or features.categorical)")
+        for section in ("numeric", "categorical", "log1p"):
+            unknown = [c for c in getattr(f, section) if self.data.columns and c not in self.data.columns]
+            if unknown:
+                raise problem(f"features.{section}", f"column(s) not in data.schema: {', '.join(unknown)}")
+        return self
 
 
 class TabularRequest(BaseModel):
@@ -34,92 +67,78 @@ def builtin_path(name: str) -> str:
     return str(resources.files("pipeline.datasets").joinpath("adult", name))
 
 
-def read_table(cfg: PipelineConfig, labelled: bool, builtin: tuple[str, str, dict] | None, feature_columns: list[str]):
-    """The source (and, when configured, the test source marked `_holdout`) as one Ray Dataset."""
-    import pandas as pd
+def read_table(cfg: PipelineConfig, columns: list[str] | None, builtin: tuple[str, str, dict] | None):
+    """The source (and, when configured, the test source marked `_holdout`) as one Ray Dataset.
 
-    from pipeline.data.ingest import read_dataset
-
+    `builtin`: the embedded data's train file, test file and the test file's own reader options.
+    """
     data = cfg.data
-    schema = data.schema if labelled else {c: t for c, t in data.schema.items() if c in feature_columns}
+    schema = source_schema(cfg, columns)
     using_builtin = data.source == "builtin"
     if using_builtin and builtin is None:
         raise ConfigError(f"task {cfg.task} has no embedded data; set data.source or pass --data")
-    source = builtin[0] if using_builtin else data.source
-    ds = read_dataset(source, data.format, data.options, schema)
+    ds = read_dataset(builtin[0] if using_builtin else data.source, data.format, data.options, schema)
     test_source = data.test_source
-    if not labelled or test_source is None or (test_source == "builtin" and not using_builtin):
+    if columns is not None or test_source is None or (test_source == "builtin" and not using_builtin):
         return ds
 
     def mark(flag: bool):
         def add(batch: pd.DataFrame) -> pd.DataFrame:
-            batch[HOLDOUT] = flag
+            batch[HOLDOUT_COLUMN] = flag
             return batch
         return add
 
-    test_options = {**data.options, **builtin[2]} if test_source == "builtin" else data.options
-    test = read_dataset(builtin[1] if test_source == "builtin" else test_source, data.format, test_options, schema)
+    if test_source == "builtin":
+        test = read_dataset(builtin[1], data.format, data.options.model_copy(update=builtin[2]), schema)
+    else:
+        test = read_dataset(test_source, data.format, data.options, schema)
     return ds.map_batches(mark(False), batch_format="pandas").union(test.map_batches(mark(True), batch_format="pandas"))
+
+
+def table_features(cfg: PipelineConfig) -> TableFeatures:
+    f = cfg.features
+    return TableFeatures(f.numeric, f.categorical, cfg.data.labeling.target, f.log1p, f.encoding, f.min_frequency,
+                         imputation(cfg.data))
+
+
+def record_to_batch(request: dict[str, Any], preprocessor: TableFeatures) -> pd.DataFrame:
+    """One record -> a one-row frame; missing, unknown and non-numeric fields answer 422 together."""
+    expected = preprocessor.numeric + preprocessor.categorical
+    missing = [c for c in expected if c not in request]
+    unknown = sorted(set(request) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing field(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown field(s): {', '.join(unknown)}")
+    for col in preprocessor.numeric:
+        value = request.get(col)
+        if col in request and value is not None and not np.isfinite(to_numbers([value])).all():
+            problems.append(f"{col}: expected a finite number, got {value!r}")
+    for col in expected:
+        if col in request and request[col] is None and col not in preprocessor.imputation:
+            problems.append(f"{col}: a value is required")
+    if problems:
+        raise RequestError("; ".join(problems))
+    return pd.DataFrame({c: [request[c]] for c in expected})
 
 
 class TabularTask(ClassificationTask):
     name = "tabular"
+    config_class = TabularConfig
     request_model = TabularRequest
 
-    def validate_config(self, cfg):
-        super().validate_config(cfg)
-        f = cfg.features
-        columns = f.get("numeric", []) + f.get("categorical", [])
-        if not columns:
-            raise ConfigError("features.numeric / features.categorical: select at least one column")
-        unknown = [c for c in columns + f.get("log1p", []) if cfg.data.schema and c not in cfg.data.schema]
-        if unknown:
-            raise ConfigError(f"features name column(s) not in data.schema: {', '.join(unknown)}")
+    def read(self, cfg, columns=None):
+        return read_table(cfg, columns, (builtin_path("adult.data.gz"), builtin_path("adult.test.gz"), {"skip_rows": 1}))
 
-    def feature_columns(self, cfg) -> list[str]:
-        return cfg.features.get("numeric", []) + cfg.features.get("categorical", [])
+    def fit_preprocessor(self, cfg, splits):
+        return table_features(cfg).fit(splits["train"])
 
-    def read(self, cfg, labelled=True):
-        return read_table(cfg, labelled, (builtin_path("adult.data.gz"), builtin_path("adult.test.gz"), {"skip_rows": 1}),
-                          self.feature_columns(cfg))
+    def build_model(self, cfg, preprocessor):
+        return MLP(preprocessor.width(), len(preprocessor.labels.classes), cfg.model.hidden, cfg.model.dropout)
 
-    def make_preprocessor(self, cfg):
-        from pipeline.data.rules import imputation
-
-        f = cfg.features
-        return TableFeatures(f.get("numeric", []), f.get("categorical", []), cfg.data.labeling.get("target", "label"),
-                             f.get("log1p", []), f.get("encoding", "onehot"), f.get("min_frequency", 1), imputation(cfg.data))
-
-    def preprocessor_from_state(self, state):
-        return TableFeatures.from_state(state)
-
-    def build_model(self, cfg, preprocessor_state):
-        from pipeline.models.mlp import MLP
-
-        prep = TableFeatures.from_state(preprocessor_state)
-        return MLP(prep.width(), len(prep.stats["classes"]), tuple(cfg.model.get("hidden", [64])), float(cfg.model.get("dropout", 0.0)))
-
-    def request_to_batch(self, request: dict[str, Any], preprocessor: TableFeatures):
-        import pandas as pd
-
-        expected = preprocessor.numeric + preprocessor.categorical
-        missing = [c for c in expected if c not in request]
-        unknown = sorted(set(request) - set(expected))
-        problems = []
-        if missing:
-            problems.append(f"missing field(s): {', '.join(missing)}")
-        if unknown:
-            problems.append(f"unknown field(s): {', '.join(unknown)}")
-        for col in preprocessor.numeric:
-            value = request.get(col)
-            if col in request and value is not None and not np.isfinite(to_numbers([value])).all():
-                problems.append(f"{col}: expected a finite number, got {value!r}")
-        for col in expected:
-            if col in request and request[col] is None and col not in preprocessor.imputation:
-                problems.append(f"{col}: a value is required")
-        if problems:
-            raise RequestError("; ".join(problems))
-        return pd.DataFrame({c: [request[c]] for c in expected})
+    def request_to_batch(self, request, preprocessor):
+        return record_to_batch(request, preprocessor)
 
     def example_request(self):
         return dict(TabularRequest.model_config["json_schema_extra"]["example"]), "<=50K"

@@ -6,19 +6,45 @@ a `source` column. Both candidates train on the same split; the best on validati
 
 from __future__ import annotations
 
-import os
 import posixpath
 from importlib import resources
-from typing import Any
+from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, NonNegativeFloat, PositiveInt, model_validator
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, Section
+from pipeline.data.ingest import read_dataset
 from pipeline.data.text import TextFeatures
-from pipeline.tasks.base import ClassificationTask, RequestError
+from pipeline.models.text import BiLSTMAttention, MeanEmbedding
+from pipeline.tasks.base import RequestError, source_schema
+from pipeline.tasks.classification import ClassificationTask, classification_metrics
 
 SOURCES = {"amazon_cells_labelled.txt": "amazon", "imdb_labelled.txt": "imdb", "yelp_labelled.txt": "yelp"}
+
+
+class TextFeatureSettings(Section):
+    text_column: str
+    max_tokens: PositiveInt  # tokens kept per text (padding / truncation)
+    pieces: PositiveInt  # word id + character n-grams per token
+    max_bag: PositiveInt  # ids in the bag of words, bigrams and n-grams
+    hash_buckets: PositiveInt  # character n-gram hash space
+    min_count: PositiveInt  # words seen fewer times in training are out of vocabulary
+    min_bigram_count: PositiveInt
+    max_vocab: PositiveInt
+    max_chars: PositiveInt  # a longer request answers 422
+
+
+class TextModelSettings(Section):
+    arch: Literal["bilstm_attention", "mean_embedding"]
+    embed_dim: PositiveInt
+    hidden: PositiveInt  # LSTM width (bilstm_attention)
+    dropout: NonNegativeFloat
+
+
+class TextConfig(PipelineConfig):
+    features: TextFeatureSettings
+    model: TextModelSettings
 
 
 class TextRequest(BaseModel):
@@ -43,77 +69,43 @@ def add_source(batch: pd.DataFrame) -> pd.DataFrame:
 
 class TextTask(ClassificationTask):
     name = "text"
+    config_class = TextConfig
     request_model = TextRequest
-    passthrough_columns = None
+    group_column = "source"
 
-    def feature_columns(self, cfg):
-        return [cfg.features.get("text_column", "text")]
-
-    def read(self, cfg: PipelineConfig, labelled: bool = True):
-        from pipeline.data.ingest import read_dataset
-
+    def read(self, cfg, columns=None):
         data = cfg.data
         if data.source == "builtin":
-            root = str(resources.files("pipeline.datasets").joinpath("sentiment"))
-            source = os.path.join(root, "*_labelled.txt")
+            source = str(resources.files("pipeline.datasets").joinpath("sentiment")) + "/*_labelled.txt"
         else:
             source = data.source
-        schema = data.schema if labelled else {c: t for c, t in data.schema.items() if c in self.feature_columns(cfg)}
-        ds = read_dataset(source, data.format, data.options, schema)
+        ds = read_dataset(source, data.format, data.options, source_schema(cfg, columns))
         return ds.map_batches(add_source, batch_format="pandas") if "_source" in ds.columns() else ds
 
-    def make_preprocessor(self, cfg):
-        f = dict(cfg.features)
-        return TextFeatures(label_column=cfg.data.labeling.get("target", "label"), **f)
+    def fit_preprocessor(self, cfg, splits):
+        return TextFeatures(label_column=cfg.data.labeling.target, **cfg.features.model_dump()).fit(splits["train"])
 
-    def preprocessor_from_state(self, state):
-        return TextFeatures.from_state(state)
+    def build_model(self, cfg, preprocessor):
+        m = cfg.model
+        if m.arch == "mean_embedding":
+            return MeanEmbedding(preprocessor.vocab_size, len(preprocessor.labels.classes), m.embed_dim, m.dropout)
+        return BiLSTMAttention(preprocessor.vocab_size, len(preprocessor.labels.classes), m.embed_dim, m.hidden, m.dropout)
 
-    def build_model(self, cfg, preprocessor_state):
-        from pipeline.models.text import ARCHITECTURES
-
-        prep = TextFeatures.from_state(preprocessor_state)
-        params = {k: v for k, v in cfg.model.items() if k not in ("arch", "name", "candidates", "serve")}
-        arch = cfg.model.get("arch", "bilstm_attention")
-        return ARCHITECTURES[arch](prep.vocab_size, len(prep.labels.classes), **params)
-
-    def forward(self, model, batch):
-        from pipeline.train.checkpoint import unwrap
-
-        return model(batch[unwrap(model).input_column])
-
-    def batch_rows(self, batch):
-        return len(batch[self.target_column])
-
-    @property
-    def input_columns(self):
-        return ("subwords", "bag")
-
-    def evaluate(self, model_dir, splits, output_dir):
-        from pipeline.evaluate import evaluate_classifier
-
-        return evaluate_classifier(self, model_dir, splits, output_dir, by="source")
-
-    def baselines(self, splits, results, output_dir, log):  # splits: flow.SplitCache
+    def baselines(self, cfg, splits, preprocessor):
         """TF-IDF (word 1-2 grams) + logistic regression on the same split."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
-        from pipeline.evaluate import classification_metrics
-
-        split = splits.prepared.splits
-        text_column = splits.cfg.features.get("text_column", "text")
-        frames = {name: split[name].select_columns([text_column, self.label_column]).to_pandas() for name in ("train", "test")}
+        text, label = preprocessor.text_column, preprocessor.label_column
+        frames = {name: splits[name].select_columns([text, label]).to_pandas() for name in ("train", "test")}
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         model = LogisticRegression(C=10.0, max_iter=2000)
-        model.fit(vectorizer.fit_transform(frames["train"][text_column]), frames["train"][self.label_column].astype(str))
-        predicted = model.predict(vectorizer.transform(frames["test"][text_column]))
-        classes = sorted(frames["train"][self.label_column].astype(str).unique())
-        scores = classification_metrics(frames["test"][self.label_column], predicted, classes)
-        log(f"[text] baseline tfidf_logreg: test accuracy={scores['accuracy']:.4f}")
+        model.fit(vectorizer.fit_transform(frames["train"][text]), frames["train"][label].astype(str))
+        predicted = model.predict(vectorizer.transform(frames["test"][text]))
+        scores = classification_metrics(frames["test"][label], predicted, preprocessor.labels.classes)
         return {"tfidf_logreg": {k: v for k, v in scores.items() if k in ("accuracy", "macro_f1", "rows")}}
 
-    def request_to_batch(self, request: dict[str, Any], preprocessor: TextFeatures):
+    def request_to_batch(self, request, preprocessor: TextFeatures):
         texts = [request["text"]] if request.get("text") is not None else list(request["texts"])
         field = "text" if request.get("text") is not None else "texts"
         if not texts:
@@ -126,12 +118,9 @@ class TextTask(ClassificationTask):
                 raise RequestError(f"{where}: {len(text)} characters, more than the limit of {preprocessor.max_chars}")
         return pd.DataFrame({preprocessor.text_column: texts})
 
-    def answer(self, request, predictor):
-        batch = self.request_to_batch(request, predictor.preprocessor)
-        answers = self.format_predictions(predictor.predict(batch), predictor.preprocessor)
-        results = [{"text": t, "label": a["label"], "probability": a["probability"]}
-                   for t, a in zip(batch[predictor.preprocessor.text_column], answers)]
-        return {"predictions": results, "task": self.name, "run_id": predictor.run_id}
+    def respond(self, batch, predictions):
+        texts = batch[batch.columns[0]]
+        return {"predictions": [{"text": t, "label": p["label"], "probability": p["probability"]} for t, p in zip(texts, predictions)]}
 
     def example_request(self):
         return {"texts": ["The food was great and the staff friendly.", "Terrible battery, it died after a day."]}, "positive, negative"

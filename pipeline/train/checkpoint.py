@@ -14,16 +14,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipeline.models import unwrap
+
 MODEL_FILE = "model.safetensors"
 PREPROCESSOR_FILE = "preprocessor.json"
 CONFIG_FILE = "config.json"
 TRAIN_STATE_FILE = "train_state.pt"
 HISTORY_FILE = "history.json"  # every epoch's metrics so far, for learning curves
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside a DistributedDataParallel wrapper."""
-    return getattr(model, "module", model)
 
 
 def save_model_dir(path: str, model: torch.nn.Module, preprocessor_state: dict, config: dict) -> None:

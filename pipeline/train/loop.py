@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainConfig
+from pipeline.data.features import load_preprocessor
+from pipeline.tasks import config_from_dict, get_task
 from pipeline.train.checkpoint import (
     HISTORY_FILE,
     load_train_state,
@@ -167,22 +169,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def run_training(loop_config: dict[str, Any], session) -> None:
-    from pipeline.config import PipelineConfig, from_dict
-    from pipeline.tasks import get_task
-
     quiet_train_worker_logs()
-    cfg: PipelineConfig = from_dict(PipelineConfig, loop_config["config"], "")
+    cfg = config_from_dict(loop_config["config"])
     task = get_task(cfg.task)
     tc = cfg.train
     prep_state = loop_config["preprocessor"]
     rank, world = session.rank, session.world
-    label = f"{cfg.task}/{cfg.model['name']}" if cfg.model.get("name") else cfg.task
+    label = loop_config["label"]
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.set_num_threads(max(1, tc.cpus_per_worker))
     device = session.device()
-    model = session.prepare_model(task.build_model(cfg, prep_state))
+    model = session.prepare_model(task.build_model(cfg, load_preprocessor(prep_state)))
     optimizer = make_optimizer(model.parameters(), tc)
 
     state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": []}
@@ -205,7 +204,6 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     drop_last = train_rows // world > tc.batch_size
     train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank)
     val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed)
-    fail_at = loop_config.get("fail_once_at_epoch")
 
     for epoch in range(state["epoch"], tc.epochs):
         started = time.perf_counter()
@@ -225,15 +223,9 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            n = task.batch_rows(batch)
+            n = len(next(iter(batch.values())))
             loss_sum += float(loss.detach()) * n
             rows += n
-            if fail_at is not None and epoch == fail_at and rank == world - 1 and step == 0:
-                marker = loop_config["fail_marker"]
-                if not os.path.exists(marker):  # fault injection for the resume test: die once
-                    open(marker, "w").close()
-                    time.sleep(2.0)  # mid-epoch, after the controller has taken the last report
-                    os._exit(1)
 
         model.eval()
         val_sums: dict[str, float] = {}

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import math
 
-from pipeline.config import ScheduleConfig
+from pipeline.config import SCHEDULES, ScheduleConfig
 from pipeline.errors import ConfigError
-
-SCHEDULES = ("constant", "step", "exp_decay", "cosine", "one_cycle", "warmup_cosine")
 
 
 def lr_factor(cfg: ScheduleConfig, epoch: float, total_epochs: int) -> float:

@@ -15,14 +15,17 @@ from pipeline.train.loop import train_loop_per_worker
 class TrainOutcome:
     best_checkpoint: str  # directory (or URI) of the checkpoint with the best validation metric
     best_metrics: dict[str, Any]
-    latest_checkpoint: str
     history: list[dict[str, Any]]  # one entry per epoch, across restarts
     resumed_from: list[int]  # epochs after which training resumed from a checkpoint
-    storage_dir: str
 
 
-def build_trainer(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_path: str, name: str,
-                  train_rows: int, callbacks: list | None = None, extra_loop_config: dict | None = None):
+def loop_config(cfg: PipelineConfig, preprocessor_state: dict, train_rows: int, label: str) -> dict[str, Any]:
+    """What every training worker (or Tune trial) receives: plain JSON-able values."""
+    return {"config": cfg.to_dict(), "preprocessor": preprocessor_state, "train_rows": train_rows, "label": label}
+
+
+def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], storage_path: str, name: str,
+                  callbacks: list | None = None):
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -33,10 +36,9 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict,
     # Each report waits for the controller's poll (2 s by default): with a checkpoint per epoch on
     # small data that wait would dominate the run time.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-    loop_config = {"config": cfg.to_dict(), "preprocessor": preprocessor_state, "train_rows": train_rows, **(extra_loop_config or {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}),
         datasets=datasets,
         # preserve_order makes shard contents, and with the seed the whole run, reproducible.
@@ -55,9 +57,9 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict,
 
 
 def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_path: str, name: str, train_rows: int,
-        extra_loop_config: dict | None = None) -> TrainOutcome:
+        label: str) -> TrainOutcome:
     """Trains (resuming if a run called `name` already has checkpoints in `storage_path`)."""
-    trainer = build_trainer(cfg, datasets, preprocessor_state, storage_path, name, train_rows, extra_loop_config=extra_loop_config)
+    trainer = build_trainer(cfg, datasets, loop_config(cfg, preprocessor_state, train_rows, label), storage_path, name)
     result = trainer.fit()
     if result.error:
         raise result.error
@@ -65,7 +67,6 @@ def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_p
     for ckpt, metrics in result.best_checkpoints:
         if ckpt.path == best.path:
             best_metrics = metrics
-    latest = result.checkpoint
-    with latest.as_directory() as path:
+    with result.checkpoint.as_directory() as path:  # the latest: its history covers every epoch
         history = read_json(os.path.join(path, HISTORY_FILE))
-    return TrainOutcome(best.path, best_metrics or {}, latest.path, history["epochs"], history["resumed_from"], result.path)
+    return TrainOutcome(best.path, best_metrics or {}, history["epochs"], history["resumed_from"])

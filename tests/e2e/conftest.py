@@ -1,8 +1,50 @@
 import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, free_port, run_cli
+
+
+def request(url: str, payload=None) -> tuple[int, dict]:
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except json.JSONDecodeError:  # e.g. the proxy's plain-text 404 before the app is deployed
+        return status, {"raw": raw.decode(errors="replace")}
+
+
+def start_serve(cluster, registry, tasks: list[str], *args: str, env: dict | None = None) -> tuple[str, subprocess.Popen]:
+    """`pipeline serve` on a free 127.0.0.1 port, once /healthz answers: (base URL, process)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.1", "--port", str(port), "--registry", str(registry),
+         "--tasks", *tasks, "--address", cluster.address, *args],
+        cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):  # bounded wait for the app to come up
+        if proc.poll() is not None:
+            pytest.fail(f"pipeline serve exited early:\n{proc.stdout.read()[-3000:]}")
+        try:
+            if request(base + "/healthz")[0] == 200:
+                return base, proc
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(1)
+    proc.kill()
+    pytest.fail("Serve did not answer /healthz within 120 s")
 
 
 @pytest.fixture(scope="session")

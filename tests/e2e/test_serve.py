@@ -5,10 +5,7 @@ import io
 import json
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -16,44 +13,14 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tests.conftest import REPO, free_port, run_cli
-
-
-def request(url: str, payload=None) -> tuple[int, dict]:
-    data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except json.JSONDecodeError:  # e.g. the proxy's plain-text 404 before the app is deployed
-        return status, {"raw": raw.decode(errors="replace")}
+from tests.conftest import run_cli
+from tests.e2e.conftest import request, start_serve
 
 
 @pytest.fixture(scope="module")
 def server(image_run, tabular_run, text_run, recommender_run, ray_cluster):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--registry", str(image_run["registry"]), "--tasks", "image", "tabular", "text", "recommender", "--address", ray_cluster.address, "--reload-interval", "0.5"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(120):  # bounded wait for the app to come up
-        if proc.poll() is not None:
-            pytest.fail(f"pipeline serve exited early:\n{proc.stdout.read()[-3000:]}")
-        try:
-            if request(base + "/healthz")[0] == 200:
-                break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("Serve did not answer /healthz within 120 s")
+    base, proc = start_serve(ray_cluster, image_run["registry"], ["image", "tabular", "text", "recommender"],
+                             "--reload-interval", "0.5")
     yield base, proc
     if proc.poll() is None:
         proc.kill()

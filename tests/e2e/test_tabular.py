@@ -31,4 +31,4 @@ def test_data_command_on_adult(ray_cluster, tmp_path):
 def test_unknown_column_in_a_rule_fails_at_config_load(tmp_path):
     result = run_cli(["data", "tabular", "--set", "data.clean.salary={required: true}"])
     assert result.returncode == 2
-    assert "data.clean names column 'salary'" in result.stderr
+    assert "data.clean.salary: column 'salary' is not in data.schema" in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import load_config
+from pipeline.tasks import load_config
 from tests.conftest import REPO, run_cli
 
 

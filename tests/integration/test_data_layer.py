@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.config import SplitConfig, load_config
+from pipeline.config import SplitConfig
 from pipeline.data.split import split_dataset
 from pipeline.errors import DataError
 from pipeline.flow import prepare_data, run_pipeline
 from pipeline.registry import Registry
-from pipeline.tasks import get_task
+from pipeline.tasks import get_task, load_config
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -141,7 +141,7 @@ def adult_splits():
 
 def test_features_take_no_statistic_from_val_or_test():
     cfg, splits = adult_splits()
-    prep = get_task("tabular").make_preprocessor(cfg).fit(splits["train"])
+    prep = get_task("tabular").fit_preprocessor(cfg, splits)
     train = splits["train"].to_pandas()
     rest = pd.concat([splits["val"].to_pandas(), splits["test"].to_pandas()])
     for col in ("age", "hours_per_week"):
@@ -202,5 +202,5 @@ def test_no_malformed_row_is_lost_across_many_read_blocks(tmp_path):
         lines[i] = lines[i].rsplit(",", 2)[0]
     (tmp_path / "big.csv").write_text("id,age,city,score,label\n" + "\n".join(lines) + "\n")
     cfg = tabular_config(tmp_path, tmp_path / "big.csv")
-    frame = read_dataset(str(tmp_path / "big.csv"), "csv", cfg.data.options, cfg.data.schema).select_columns(["_malformed"]).to_pandas()
+    frame = read_dataset(str(tmp_path / "big.csv"), "csv", cfg.data.options, cfg.data.columns).select_columns(["_malformed"]).to_pandas()
     assert len(frame) == 200_000 and frame["_malformed"].notna().sum() == 500

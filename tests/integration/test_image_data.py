@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.config import SplitConfig, load_config
 from pipeline.data.clean import clean_dataset
 from pipeline.data.split import split_dataset
 from pipeline.flow import prepare_data
-from pipeline.tasks import get_task
+from pipeline.tasks import get_task, load_config
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -45,8 +44,8 @@ def test_stratified_split_keeps_class_proportions():
 
 
 def test_random_split_method():
-    ds, _ = digits_ds(2)
-    splits = split_dataset(ds, SplitConfig(method="random", key=["id"], stratify=None), 42)
+    ds, cfg = digits_ds(2)
+    splits = split_dataset(ds, cfg.data.split.model_copy(update={"method": "random", "stratify": None}), 42)
     sizes = {k: v.count() for k, v in splits.items()}
     assert sum(sizes.values()) == 1797 and abs(sizes["train"] / 1797 - 0.7) < 0.05
 
@@ -61,8 +60,7 @@ def test_clean_quarantines_bad_rows_with_reasons_and_counts_reconcile(tmp_path):
     cfg = load_config("image", overrides={"data.source": str(tmp_path / "digits.npz"),
                                           "data.options.classes": [str(i) for i in range(10)]})
     task = get_task("image")
-    ds = task.read(cfg)
-    task.resolve_options(cfg, ds)
+    ds = task.read(cfg)  # fills the options left to the data (shape)
     result = clean_dataset(ds, task.checks(cfg), task.batch_format)
     assert result.rows_in == result.rows_kept + result.rows_quarantined == 20
     assert result.reasons == {"nan_pixels": 1, "unknown_label": 1}
@@ -79,7 +77,7 @@ def test_image_folder_with_a_wrong_size_file(tmp_path):
     Image.fromarray(np.zeros((6, 9), np.uint8)).save(tmp_path / "imgs" / "square" / "odd.png")
     cfg = load_config("image", overrides={"data.source": str(tmp_path / "imgs")})
     prepared = prepare_data(get_task("image"), cfg, str(tmp_path / "out"), log=lambda _: None)
-    assert cfg.data.options["shape"] == [10, 10] and cfg.data.options["classes"] == ["circle", "square"]
+    assert cfg.data.options.shape == [10, 10] and cfg.data.options.classes == ["circle", "square"]
     assert prepared.report["rows_in"] == 25 and prepared.report["rows_quarantined"] == 1
     assert prepared.report["quarantined_by_reason"] == {"wrong_shape": 1}
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine")
@@ -91,7 +89,7 @@ def test_features_are_fitted_on_train_only():
     ds, cfg = digits_ds(2)
     splits = split_dataset(ds, cfg.data.split, 42)
     task = get_task("image")
-    prep = task.make_preprocessor(cfg).fit(splits["train"])
+    prep = task.fit_preprocessor(cfg, splits)
     train_pixels = np.stack(splits["train"].to_pandas()["image"].to_numpy()).astype(np.float64)
     all_pixels = np.stack(ds.to_pandas()["image"].to_numpy()).astype(np.float64)
     assert prep.mean == pytest.approx(train_pixels.mean(), rel=1e-9)

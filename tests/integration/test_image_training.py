@@ -2,14 +2,17 @@
 
 import json
 import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
 from pipeline.flow import run_pipeline
 from pipeline.registry import Registry
+from pipeline.tasks import load_config
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -49,13 +52,38 @@ def test_same_seed_same_metrics(first_run):
     assert again["test"]["accuracy"] == metrics["test"]["accuracy"]
 
 
+def alive_training_workers() -> list[int]:
+    from ray.util.state import list_actors
+
+    return sorted(a.pid for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]))
+
+
+def kill_a_worker_after_the_first_checkpoint(run_dir, killed: dict) -> None:
+    """Finds the run's training workers through Ray's state API, waits until the controller has
+    registered epoch 1's checkpoint (its snapshot file appears), then SIGKILLs one worker mid-epoch 2."""
+    deadline = time.monotonic() + 300
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = alive_training_workers()
+        time.sleep(0.2)
+    while time.monotonic() < deadline:
+        if list(run_dir.glob("checkpoints/*/checkpoint_manager_snapshot.json")):
+            os.kill(workers[-1], signal.SIGKILL)
+            killed["pid"] = workers[-1]
+            return
+        time.sleep(0.02)
+
+
 def test_training_survives_a_killed_worker(tmp_path):
-    marker = str(tmp_path / "killed-once")
-    metrics = run_pipeline(
-        load_config("image", overrides={**QUICK, "train.max_failures": 1}), str(tmp_path / "run"), Registry(str(tmp_path / "registry")),
-        log=quiet, extra_loop_config={"fail_once_at_epoch": 1, "fail_marker": marker},
-    )
-    assert os.path.exists(marker)  # a worker really died (os._exit) during epoch 2
+    # Small batches make an epoch last long enough (~1 s) to be killed in the middle of it.
+    cfg = load_config("image", overrides={**QUICK, "train.max_failures": 1, "train.batch_size": 8})
+    killed: dict = {}
+    killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint, args=(tmp_path / "run", killed), daemon=True)
+    killer.start()
+    metrics = run_pipeline(cfg, str(tmp_path / "run"), Registry(str(tmp_path / "registry")), log=quiet)
+    killer.join(timeout=10)
+    assert killed, "no training worker was killed"  # a worker really died (SIGKILL) during epoch 2
+    assert killed["pid"] not in alive_training_workers()
     assert metrics["train"]["resumed_from_epochs"] == [1]  # and training went on from epoch 1's checkpoint
     assert [h["epoch"] for h in metrics["train"]["history"]] == [1, 2, 3]
     assert metrics["test"]["accuracy"] > 0.9

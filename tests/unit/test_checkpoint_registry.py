@@ -10,13 +10,13 @@ from pipeline.train.checkpoint import load_train_state, load_weights, save_model
 
 
 def test_model_dir_round_trip_is_safe(tmp_path):
-    model = CNN((1, 8, 8), 10)
+    model = CNN((1, 8, 8), 10, [8, 8], 16, 0.0, True)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.randn(2, 1, 8, 8)).sum().backward()
     optimizer.step()
     save_model_dir(str(tmp_path), model, {"kind": "image"}, {"task": "image"})
     save_train_state(str(tmp_path), {"optimizer": optimizer.state_dict(), "epoch": 3, "history": [{"epoch": 1, "val_accuracy": 0.5}]})
-    fresh = load_weights(str(tmp_path), CNN((1, 8, 8), 10))
+    fresh = load_weights(str(tmp_path), CNN((1, 8, 8), 10, [8, 8], 16, 0.0, True))
     for a, b in zip(fresh.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
     state = load_train_state(str(tmp_path))  # weights_only=True: no arbitrary code on load
@@ -26,7 +26,7 @@ def test_model_dir_round_trip_is_safe(tmp_path):
 
 def test_registry_register_promote_and_list(tmp_path):
     model_dir = tmp_path / "model"
-    save_model_dir(str(model_dir), CNN((1, 8, 8), 10), {"kind": "image"}, {"task": "image"})
+    save_model_dir(str(model_dir), CNN((1, 8, 8), 10, [8, 8], 16, 0.0, True), {"kind": "image"}, {"task": "image"})
     registry = Registry(str(tmp_path / "registry"))
     assert registry.production("image") is None
     registry.register("image", "run-1", str(model_dir), {"test": {"accuracy": 0.9}})

@@ -5,7 +5,7 @@ from pipeline.errors import DataError
 def test_config_errors_are_one_line_and_exit_2(capsys):
     assert main(["run", "image", "--set", "train.bogus=1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown config key(s) train.bogus") and err.count("\n") == 1
+    assert err.startswith("error: train.bogus: unknown key") and err.count("\n") == 1
 
 
 def test_bad_override_syntax(capsys):

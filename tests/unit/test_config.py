@@ -1,7 +1,8 @@
 import pytest
 
-from pipeline.config import load_config, parse_override
+from pipeline.config import parse_override
 from pipeline.errors import ConfigError
+from pipeline.tasks import load_config
 
 
 def test_image_defaults_follow_the_reference_design():
@@ -9,7 +10,7 @@ def test_image_defaults_follow_the_reference_design():
     assert cfg.seed == 42
     assert cfg.data.split.ratios == [0.7, 0.15, 0.15]
     assert cfg.data.split.method == "stratified"
-    assert cfg.model["channels"] == [32, 64, 64] and cfg.model["dense"] == 64
+    assert cfg.model.channels == [32, 64, 64] and cfg.model.dense == 64
     assert cfg.train.schedule.name == "exp_decay" and cfg.train.schedule.decay_start == 10
     assert cfg.train.num_workers == 2
 
@@ -27,18 +28,6 @@ def test_config_round_trips_through_yaml(tmp_path):
     path = tmp_path / "best.yaml"
     path.write_text(cfg.to_yaml())
     assert load_config("image", path).to_dict() == cfg.to_dict()
-
-
-@pytest.mark.parametrize("override,message", [
-    ({"train.lrr": 0.1}, "train.lrr"),
-    ({"train.epochs": "ten"}, "train.epochs must be int"),
-    ({"train.optimizer": "rmsprop"}, "train.optimizer"),
-    ({"data.split.ratios": [0.5, 0.5, 0.5]}, "ratios"),
-    ({"data.split.method": "grouped"}, "data.split.group"),
-])
-def test_bad_config_names_the_key(override, message):
-    with pytest.raises(ConfigError, match=message):
-        load_config("image", overrides=override)
 
 
 def test_unknown_task_and_missing_file():
@@ -68,6 +57,84 @@ def test_a_user_table_description_replaces_the_default_one(tmp_path):
     path.write_text("data:\n  schema: {a: int, b: category}\n  clean: {a: {required: true}}\n"
                     "  labeling: {}\nfeatures: {numeric: [a], categorical: [b], log1p: []}\n")
     cfg = load_config("tabular", path)
-    assert cfg.data.schema == {"a": "int", "b": "category"}
-    assert cfg.data.clean == {"a": {"required": True}}
-    assert cfg.features["encoding"] == "onehot"  # other sections still merge key by key
+    assert cfg.data.columns == {"a": "int", "b": "category"}
+    assert list(cfg.data.clean) == ["a"] and cfg.data.clean["a"].required is True
+    assert cfg.features.encoding == "onehot"  # other sections still merge key by key
+
+
+@pytest.mark.parametrize("task,override,message", [
+    ("image", {"train.lrr": 0.1}, "train.lrr: unknown key (did you mean lr?)"),
+    ("image", {"train.epochs": "ten"}, "train.epochs: input should be a valid integer"),
+    ("image", {"train.optimizer": "rmsprop"}, "train.optimizer: input should be 'adam', 'adamw' or 'sgd'"),
+    ("image", {"data.split.ratios": [0.5, 0.5, 0.5]}, "data.split.ratios: give three non-negative numbers summing to 1"),
+    ("image", {"data.split.method": "grouped"}, "data.split.group: split method 'grouped' needs this column"),
+    ("image", {"model.dropuot": 0.1}, "model.dropuot: unknown key (did you mean dropout?)"),
+    ("text", {"features.max_tokns": 3}, "features.max_tokns: unknown key (did you mean max_tokens?)"),
+    ("image", {"tune.space.train.lrr": {"loguniform": [0.001, 0.1]}}, "tune.space.train.lrr: not a config key (did you mean train.lr?)"),
+    ("image", {"data.options.shap": 1}, "data.options.shap: unknown key (did you mean shape?)"),
+    ("image", {"train.lr": "fast"}, "train.lr: input should be a valid number"),
+    ("recommender", {"model.objective": "clicks"}, "model.objective: input should be 'ranking' or 'rating'"),
+    ("text", {"candidates.models.mean_embedding.model.embed_dm": 8}, "candidates.models.mean_embedding: model.embed_dm: unknown key"),
+    ("text", {"candidates.select": "cnn"}, "candidates.select: 'cnn' is neither best_val nor a candidate"),
+])
+def test_a_typo_in_any_section_is_an_error_naming_the_key(task, override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(task, overrides=override)
+    assert str(err.value).startswith(message)
+
+
+def test_a_typo_in_a_user_file_names_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  dropuot: 0.1\ntrain:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match="model.dropuot: unknown key.*; train.lr: input should be a valid number"):
+        load_config("image", path)
+
+
+def test_setting_a_section_changes_only_the_keys_given_and_a_mapping_is_replaced():
+    cfg = load_config("tabular", overrides={"tune.pbt": {"synch": True}, "tune.grid": {"train.lr": [0.1]}})
+    assert cfg.tune.pbt.synch is True and cfg.tune.pbt.perturbation_interval == 2  # the section merges
+    assert cfg.tune.grid == {"train.lr": [0.1]}  # a free mapping is replaced
+
+
+def test_candidates_are_configs_of_their_own():
+    cfg = load_config("text", overrides={"candidates.models.mean_embedding.train": {"lr": 0.02}})
+    candidates = dict(cfg.candidate_configs())
+    assert list(candidates) == ["bilstm_attention", "mean_embedding"]
+    assert candidates["mean_embedding"].model.arch == "mean_embedding" and candidates["mean_embedding"].train.lr == 0.02
+    assert candidates["bilstm_attention"].model.arch == "bilstm_attention" and candidates["bilstm_attention"].train.lr == 0.005
+    assert candidates["mean_embedding"].candidates.models == {}  # a candidate is one model
+
+
+def test_every_task_yaml_sets_only_known_keys_and_no_shared_default_twice():
+    import yaml
+
+    from pipeline.tasks import DEFAULTS, defaults_file, task_names
+
+    shared = yaml.safe_load(DEFAULTS.read_text())
+
+    def repeated(own, base, path=()):
+        for key, value in own.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict) and base.get(key):
+                yield from repeated(value, base[key], path + (key,))
+            elif key in base and base[key] == value and value not in ({}, []):
+                yield ".".join(path + (key,))
+
+    for name in task_names():
+        load_config(name)
+        own = yaml.safe_load(defaults_file(name).read_text())
+        assert not list(repeated(own, shared)), f"{name}.yaml repeats defaults.yaml"
+
+
+def test_a_plugin_task_is_found_through_the_environment(monkeypatch):
+    from pipeline.tasks import get_task, task_names
+
+    assert "toy" not in task_names()
+    monkeypatch.setenv("PIPELINE_TASKS", "tests.workloads.toy")
+    assert task_names()[-1] == "toy" and get_task("toy").name == "toy"
+    cfg = load_config("toy", overrides={"train.epochs": 2})
+    assert cfg.features.numeric == ["x", "y"] and cfg.train.epochs == 2
+    with pytest.raises(ConfigError, match="model.hiden: unknown key"):
+        load_config("toy", overrides={"model.hiden": [4]})
+    monkeypatch.setenv("PIPELINE_TASKS", "tests.workloads.nothing_here")
+    with pytest.raises(ConfigError, match="cannot import tests.workloads.nothing_here"):
+        get_task("nothing_here")

@@ -2,13 +2,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import DataConfig, load_config
+from pipeline.config import ColumnRules, LabelingConfig
 from pipeline.data.clean import first_reason
 from pipeline.data.features import TableFeatures
 from pipeline.data.label import LabelingStep, labeling_partial, labeling_stats
-from pipeline.data.rules import RuleStep, TypeStep, rule_steps, validate_rules
+from pipeline.data.rules import RuleStep, TypeStep, rule_steps
 from pipeline.data.schema import check_columns, coerce
 from pipeline.errors import ConfigError, DataError
+from pipeline.tasks import load_config
+
+
+def data_config(**data):
+    """The tabular task's data section with `data` replacing whole parts of it (as a user file does)."""
+    base = load_config("tabular").data.model_dump(by_alias=True)
+    return type(load_config("tabular").data).model_validate({**base, "labeling": {}, **data})
 
 
 def test_coercion_flags_values_that_are_present_but_wrong():
@@ -36,10 +43,10 @@ def adult_like_batch():
 
 
 def test_rule_steps_name_the_rule_and_column():
-    data = DataConfig(schema={"age": "int", "workclass": "category", "email": "string"},
-                      clean={"age": {"required": True, "range": {"gt": 0, "le": 120}},  # the reference design's age > 0
-                             "workclass": {"allowed": ["Private", "X", "Y"]}, "email": {"regex": "[^@]+@[^@]+"}},
-                      options={"na_values": ["?"]})
+    data = data_config(schema={"age": "int", "workclass": "category", "email": "string"},
+                       clean={"age": {"required": True, "range": {"gt": 0, "le": 120}},  # the reference design's age > 0
+                              "workclass": {"allowed": ["Private", "X", "Y"]}, "email": {"regex": "[^@]+@[^@]+"}},
+                       options={"na_values": ["?"]}, dedup=[])
     batch = adult_like_batch()
     reasons = []
     for step in rule_steps(data):
@@ -47,26 +54,28 @@ def test_rule_steps_name_the_rule_and_column():
         reasons.append(r)
     assert first_reason(reasons, 5).tolist() == ["", "range:age", "type:age", "range:age", "missing:age"]
     batch = adult_like_batch()
-    batch, _ = TypeStep(data.schema, ["?"])(batch)
-    _, regex = RuleStep("email", {"regex": "[^@]+@[^@]+"})(batch)
+    batch, _ = TypeStep(data.columns, ["?"])(batch)
+    _, regex = RuleStep("email", ColumnRules(regex="[^@]+@[^@]+"))(batch)
     assert regex.tolist() == ["", "", "regex:email", "", ""]
     assert pd.isna(batch["workclass"].iloc[1])  # "?" is missing, so `allowed` does not reject it
 
 
 def test_imputed_columns_are_not_rejected_when_missing():
     batch = pd.DataFrame({"x": [None, "1"]})
-    _, reasons = RuleStep("x", {"required": True, "impute": "median"})(batch)
+    _, reasons = RuleStep("x", ColumnRules(required=True, impute="median"))(batch)
     assert reasons.tolist() == ["", ""]
 
 
 @pytest.mark.parametrize("override,message", [
-    ({"data.clean.agee": {"required": True}}, "data.clean names column 'agee'"),
-    ({"data.clean.age": {"between": [1, 2]}}, "unknown rule"),
-    ({"data.clean.workclass": {"impute": "median"}}, "needs a numeric column"),
-    ({"data.clean.age": {"regex": "("}}, "not a valid pattern"),
-    ({"data.dedup": ["nope"]}, "data.dedup names column 'nope'"),
-    ({"data.labeling.functions": [{"type": "keyword", "column": "photo", "keywords": ["a"], "label": "x"}]}, "column 'photo'"),
-    ({"features.numeric": ["salary"]}, "salary"),
+    ({"data.clean.agee": {"required": True}}, "data.clean.agee: column 'agee' is not in data.schema"),
+    ({"data.clean.age": {"between": [1, 2]}}, "data.clean.age.between: unknown key"),
+    ({"data.clean.workclass": {"impute": "median"}}, "data.clean.workclass.impute: impute: median needs a numeric column"),
+    ({"data.clean.age": {"regex": "("}}, "data.clean.age.regex: not a valid pattern"),
+    ({"data.dedup": ["nope"]}, "data.dedup: column 'nope' is not in data.schema"),
+    ({"data.labeling.functions": [{"type": "keyword", "column": "photo", "keywords": ["a"], "label": "x"}]},
+     "data.labeling.functions\\[0\\].column: column 'photo' is not in data.schema"),
+    ({"data.labeling.functions": [{"type": "vote", "column": "age"}]}, "data.labeling.functions\\[0\\]"),
+    ({"features.numeric": ["salary"]}, "features.numeric: column\\(s\\) not in data.schema: salary"),
 ])
 def test_config_errors_name_the_column_at_load(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -74,8 +83,9 @@ def test_config_errors_name_the_column_at_load(override, message):
 
 
 def test_reference_labeling_example_animal_else_landscape():
-    step = LabelingStep({"target": "label", "default": "landscape",
-                         "functions": [{"name": "animal", "type": "keyword", "column": "photo", "keywords": ["animal"], "label": "animal"}]})
+    step = LabelingStep(LabelingConfig.model_validate({
+        "target": "label", "default": "landscape",
+        "functions": [{"name": "animal", "type": "keyword", "column": "photo", "keywords": ["animal"], "label": "animal"}]}))
     batch, reasons = step(pd.DataFrame({"photo": ["an Animal in snow", "mountains", None]}))
     assert batch["label"].tolist() == ["animal", "landscape", "landscape"] and not any(reasons)
 
@@ -89,7 +99,7 @@ def test_majority_vote_with_abstain_and_conflicts():
     ]
     batch = pd.DataFrame({"text": ["great", "great but bad", "awful", "meh", "great and bad"],
                           "stars": [5, 1, 2, None, 5], "code": [None, None, "N", None, "N"]})
-    out, reasons = LabelingStep({"target": "y", "functions": fns})(batch)
+    out, reasons = LabelingStep(LabelingConfig.model_validate({"target": "y", "functions": fns}))(batch)
     assert out["y"].fillna("-").tolist() == ["pos", "-", "neg", "-", "-"]
     assert reasons.tolist() == ["", "label_conflict", "", "unlabeled", "label_conflict"]
     stats = labeling_stats([labeling_partial(out, ["kw", "rx", "stars", "map"])], ["kw", "rx", "stars", "map"])
@@ -98,7 +108,7 @@ def test_majority_vote_with_abstain_and_conflicts():
 
 
 def table_features():
-    return TableFeatures(["age", "gain"], ["job"], "label", log1p=["gain"], imputation={
+    return TableFeatures(["age", "gain"], ["job"], "label", log1p=["gain"], encoding="onehot", min_frequency=1, imputation={
         "age": {"strategy": "median", "fill_value": None}, "job": {"strategy": "constant", "fill_value": "missing"}},
         state={"numeric": {"age": {"mean": 40.0, "std": 10.0, "fill": 35.0}, "gain": {"mean": 1.0, "std": 2.0, "fill": 0.0}},
                "categorical": {"job": {"vocab": ["a", "b", "missing"], "fill": "missing"}}, "classes": ["no", "yes"]})
@@ -130,8 +140,9 @@ def test_tabular_request_errors_name_fields():
     assert task.request_to_batch({"age": 30, "gain": 1, "job": "a"}, prep).shape == (1, 3)
 
 
-def test_validate_rules_without_schema_accepts_any_column():
-    validate_rules(DataConfig(clean={"anything": {"required": True}}), set())
+def test_rules_without_a_schema_accept_any_column():
+    data = data_config(schema={}, clean={"anything": {"required": True}})
+    assert [step.column for step in rule_steps(data)] == ["anything"]  # no type step without a schema
 
 
 def test_merged_median_matches_numpy():
@@ -143,3 +154,13 @@ def test_merged_median_matches_numpy():
         halves = [values[: n // 2], values[n // 2:]]
         partials = [dict(zip(("values", "counts"), [u.tolist() for u in np.unique(h, return_counts=True)])) for h in halves]
         assert merged_median(partials) == np.median(values)
+
+
+def test_variance_merge_is_stable_for_a_large_mean_and_a_small_spread():
+    from pipeline.data.features import merge_moments, moments
+
+    values = 1e9 + np.random.default_rng(0).uniform(0, 1, 10_000)  # e.g. timestamps or ids: spread 1 around 1e9
+    mean, std = merge_moments([moments(part) for part in np.array_split(values, 7)] + [moments(np.array([]))])
+    assert mean == pytest.approx(values.mean(), rel=1e-15)
+    assert std**2 == pytest.approx(np.var(values), rel=1e-6)  # E[x^2] - mean^2 keeps no correct digit here
+    assert merge_moments([moments(np.full(5, 3.0))]) == (3.0, 1.0)  # no spread: unit scale, not a division by 0

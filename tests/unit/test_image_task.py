@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from pipeline.config import load_config
 from pipeline.data.clean import first_reason
 from pipeline.models.cnn import CNN
 from pipeline.tasks.base import RequestError
+from pipeline.tasks import load_config
 from pipeline.tasks.image import ImagePreprocessor, ImageRequest, ImageTask, content_ids, rows_from_arrays
 
 CLASSES = [str(i) for i in range(10)]
@@ -57,7 +57,7 @@ def test_preprocessor_transform_and_json_state():
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_cnn_adapts_to_the_input_size(shape):
-    model = CNN(shape, 10)
+    model = CNN(shape, 10, [32, 64, 64], 64, 0.2, True)
     assert model(torch.zeros(4, *shape)).shape == (4, 10)
 
 

@@ -10,7 +10,8 @@ from pipeline.data.text import TextFeatures, char_ngrams, tokenize
 from pipeline.models.recommender import BiasedMF, NeuralRecommender
 from pipeline.models.text import BiLSTMAttention, MeanEmbedding
 from pipeline.tasks.base import RequestError
-from pipeline.tasks.recommender import RecommendRequest, ranking_metrics
+from pipeline.tasks.ranking import ranking_metrics
+from pipeline.tasks.recommender import RecommendRequest
 from pipeline.tasks.text import TextRequest, TextTask
 
 
@@ -20,7 +21,8 @@ def test_tokenizer_lowercases_and_splits_punctuation():
 
 
 def text_features(max_tokens=5):
-    prep = TextFeatures("sentence", "label", max_tokens=max_tokens, pieces=4, max_bag=30, hash_buckets=64,
+    prep = TextFeatures("sentence", "label", max_tokens=max_tokens, pieces=4, max_bag=30, hash_buckets=64, min_count=1,
+                        min_bigram_count=2, max_vocab=100, max_chars=5000,
                         state={"words": ["good", "bad"], "bigrams": ["not good"], "classes": ["negative", "positive"]})
     return prep
 
@@ -39,7 +41,7 @@ def test_text_features_oov_padding_and_truncation():
     assert TextFeatures.from_state(prep.state()).state() == prep.state()
 
 
-@pytest.mark.parametrize("model", [BiLSTMAttention(100, 2, 8, 8), MeanEmbedding(100, 2, 8)])
+@pytest.mark.parametrize("model", [BiLSTMAttention(100, 2, 8, 8, 0.5), MeanEmbedding(100, 2, 8, 0.5)])
 def test_text_models_output_logits(model):
     x = torch.randint(0, 100, (3, 5, 4)) if model.input_column == "subwords" else torch.randint(0, 100, (3, 20))
     assert model(x).shape == (3, 2)
@@ -95,6 +97,7 @@ def test_interaction_features_indices_and_negatives():
     again = prep.transform(pd.DataFrame({"u": [7], "i": [10], "r": [4.0]}), negatives=True)["negatives"]
     assert again[0].tolist() == negatives[0].tolist()  # deterministic
     assert prep.genre_matrix()[2].tolist() == [1.0, 1.0]
+    assert prep.popularity_scores().tolist() == [0, 5, 1, 0, 0, 0]  # by item index; unknown (0) and unrated items 0
     assert prep.profile_from_preferences({"Drama": 1.0, "Comedy": 1.0}).tolist() == [0.5, 0.5]
     state = InteractionFeatures.from_state(prep.state()).state()
     assert state == prep.state()
@@ -103,12 +106,13 @@ def test_interaction_features_indices_and_negatives():
 def test_recommender_models_score_pairs_and_new_users():
     prep, _ = interactions()
     neural = NeuralRecommender(prep.n_users, prep.n_items, torch.from_numpy(prep.genre_matrix()),
-                               torch.tensor(prep.s["user_profiles"]), dim=4, objective="rating")
+                               torch.tensor(prep.s["user_profiles"]), dim=4, hidden=[8], dropout=0.1, objective="rating",
+                               train_negatives=4)
     user, item = torch.tensor([1, 0]), torch.tensor([1, 3])
     ratings = neural(user, item)
     assert ratings.shape == (2,) and ((ratings >= 0.5) & (ratings <= 5.0)).all()
     assert neural(torch.tensor([0]), torch.tensor([2]), torch.tensor([[1.0, 0.0]])).shape == (1,)
-    mf = BiasedMF(prep.n_users, prep.n_items, 4, global_mean=3.5, objective="rating")
+    mf = BiasedMF(prep.n_users, prep.n_items, 4, global_mean=3.5, objective="rating", train_negatives=4)
     assert mf(user, item).detach().numpy() == pytest.approx([3.5, 3.5], abs=0.01)
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.tasks import load_config
 from pipeline.tune import TuneOptions, apply_params, search_space
 
 
@@ -43,7 +43,7 @@ def test_option_conflicts(opts, message):
 
 
 def test_trial_parameters_apply_to_a_copy_of_the_config():
-    raw = load_config("image").to_dict()
-    out = apply_params(raw, {"train.lr": 0.05, "train.schedule.name": "cosine", "model.dropout": 0.3})
+    cfg = load_config("image")
+    out = apply_params(cfg, {"train.lr": 0.05, "train.schedule.name": "cosine", "model.dropout": 0.3})
     assert (out["train"]["lr"], out["train"]["schedule"]["name"], out["model"]["dropout"]) == (0.05, "cosine", 0.3)
-    assert raw["train"]["lr"] == 0.001
+    assert cfg.train.lr == 0.001

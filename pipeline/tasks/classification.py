@@ -1,0 +1,106 @@
+"""The classification layer: cross-entropy training, accuracy / macro-F1 evaluation, label answers.
+
+A classifier adds `request_to_batch` (a validated request -> raw rows for its preprocessor), and may
+set `group_column` (test accuracy per value of that column, e.g. the review site) or change
+`respond` (the answer's shape, by default the first row's prediction).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.tasks.base import Task
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(y_true, y_pred, classes: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    report = classification_report(y_true, y_pred, labels=classes, output_dict=True, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        "rows": int(len(y_true)),
+        "per_class": {c: {k: float(v) for k, v in report[c].items()} for c in classes},
+    }
+
+
+class ClassificationTask(Task):
+    selection = ("accuracy", "max")
+    group_column: ClassVar[str | None] = None
+
+    @abstractmethod
+    def request_to_batch(self, request: dict, preprocessor) -> Any:
+        """Raw rows for the preprocessor from one validated request (raises RequestError for a 422)."""
+
+    # --- training -----------------------------------------------------------------------------------
+    def loss(self, outputs, batch):
+        return torch.nn.functional.cross_entropy(outputs.float(), batch["y"])
+
+    def eval_sums(self, outputs, batch):
+        target = batch["y"]
+        outputs = outputs.float()
+        return {
+            "loss_sum": float(torch.nn.functional.cross_entropy(outputs, target, reduction="sum")),
+            "correct": float((outputs.argmax(1) == target).sum()),
+            "rows": float(len(target)),
+        }
+
+    def eval_metrics(self, sums):
+        rows = max(sums["rows"], 1.0)
+        return {"loss": sums["loss_sum"] / rows, "accuracy": sums["correct"] / rows}
+
+    # --- evaluation ---------------------------------------------------------------------------------
+    def score_rows(self, predictor, batch):
+        prep = predictor.preprocessor
+        predicted = np.asarray(prep.labels.classes, dtype=object)[predictor.predict(batch).argmax(axis=1)]
+        out = {"label": np.asarray(batch[prep.label_column]).astype(str), "prediction": predicted.astype(str)}
+        if self.group_column and self.group_column in batch:
+            out[self.group_column] = np.asarray(batch[self.group_column]).astype(str)
+        return out
+
+    def split_metrics(self, rows: pd.DataFrame, preprocessor):
+        """Accuracy, macro-F1, per-class report and confusion matrix (and accuracy per group)."""
+        from sklearn.metrics import confusion_matrix
+
+        classes = preprocessor.labels.classes
+        metrics = classification_metrics(rows["label"], rows["prediction"], classes)
+        if self.group_column in rows:
+            correct = rows["label"] == rows["prediction"]
+            metrics[f"per_{self.group_column}"] = {str(k): {"accuracy": float(v.mean()), "rows": int(len(v))}
+                                                   for k, v in correct.groupby(rows[self.group_column])}
+        metrics["confusion_matrix"] = confusion_matrix(rows["label"], rows["prediction"], labels=classes).tolist()
+        return metrics
+
+    # --- answers ------------------------------------------------------------------------------------
+    def answer(self, request, predictor):
+        prep = predictor.preprocessor
+        batch = self.request_to_batch(request, prep)
+        predictions = []
+        for probs in softmax(predictor.predict(batch)):
+            best = int(np.argmax(probs))
+            predictions.append({"label": prep.labels.classes[best], "probability": float(probs[best]),
+                                "probabilities": {c: float(p) for c, p in zip(prep.labels.classes, probs)}})
+        return {**self.respond(batch, predictions), "task": self.name, "run_id": predictor.run_id}
+
+    def respond(self, batch, predictions: list[dict]) -> dict[str, Any]:
+        return predictions[0]
+
+    def prediction_columns(self, outputs, preprocessor):
+        probabilities = softmax(outputs)
+        best = probabilities.argmax(axis=1)
+        return {
+            "prediction": np.asarray(preprocessor.labels.classes, dtype=object)[best].astype(str),
+            "confidence": probabilities[np.arange(len(best)), best].astype(np.float32),
+            "probabilities": probabilities.astype(np.float32),
+        }
