@@ -5,10 +5,12 @@ integration tests in-process and by e2e tests through the CLI, Serve and `ray jo
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -50,8 +52,13 @@ class Cluster:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     port, dashboard_port = free_port(), free_port()
+    # A temp dir of its own: the head's files, and its "latest cluster" pointer, stay out of /tmp/ray, so
+    # a later plain `ray.init()` on this machine neither finds this head nor loses a cluster of the user's.
+    # (Short: Ray's socket paths live under it.)
+    temp_dir = tempfile.mkdtemp(prefix="ray-tests-", dir="/tmp")
     cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dashboard_port}", "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats"]
+           f"--dashboard-port={dashboard_port}", "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}"]
     log_path = tmp_path_factory.mktemp("ray-head") / "ray-start.log"
     env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # nothing to drain when the tests end
     with open(log_path, "w") as log:
@@ -73,6 +80,7 @@ def ray_cluster(tmp_path_factory):
             head.wait(timeout=120)
         except subprocess.TimeoutExpired:
             head.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

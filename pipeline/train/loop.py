@@ -199,7 +199,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     use_amp = tc.amp
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
-    train_rows = int(loop_config.get("train_rows", 0))
+    train_rows = int(loop_config["train_rows"])
     steps_per_epoch = max(1, train_rows // world // tc.batch_size)
     drop_last = train_rows // world > tc.batch_size
     train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank)
