@@ -7,14 +7,12 @@ import os
 
 import numpy as np
 
-from pipeline.data.features import load_preprocessor
-from pipeline.predictor import ScoreBatch
-from pipeline.train.checkpoint import PREPROCESSOR_FILE, read_json
+from pipeline.predictor import ScoreBatch, load_model_preprocessor
 
 SPLIT_COLUMN = "_eval_split"
 
 
-def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, title: str) -> dict[str, dict]:
+def evaluate_model(task, model_dir: str, splits: dict, output_dir: str) -> dict[str, dict]:
     """The task's metrics on val and test (one pass over both), and the test confusion matrix as PNG."""
     from ray.data import ActorPoolStrategy
 
@@ -27,7 +25,7 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, title: s
     both = tagged("val").union(tagged("test"))
     rows = both.map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
                             batch_size=1024, batch_format=task.batch_format).to_pandas()
-    preprocessor = load_preprocessor(read_json(os.path.join(model_dir, PREPROCESSOR_FILE)))
+    preprocessor = load_model_preprocessor(model_dir)
     results = {name: task.split_metrics(part.drop(columns=[SPLIT_COLUMN]).reset_index(drop=True), preprocessor)
                for name, part in rows.groupby(SPLIT_COLUMN, sort=False)}
     matrix = results["test"].get("confusion_matrix")
@@ -35,7 +33,7 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, title: s
         from pipeline.plots import confusion_matrix_png
 
         confusion_matrix_png(np.asarray(matrix), list(results["test"]["per_class"]), os.path.join(output_dir, "confusion_matrix.png"),
-                             f"{title}: confusion matrix on test (accuracy {results['test']['accuracy']:.3f})")
+                             f"{task.name}: confusion matrix on test (accuracy {results['test']['accuracy']:.3f})")
     return {"val": results["val"], "test": results["test"]}
 
 

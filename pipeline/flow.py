@@ -220,7 +220,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         learning_curves_png(outcome.history, os.path.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
         log(f"[{label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
             f"{tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
-        evaluated = evaluate_model(task, model_dir, splits, train_dir, task.name)
+        evaluated = evaluate_model(task, model_dir, splits, train_dir)
         results[name] = {**evaluated, "model_dir": model_dir, "train_dir": train_dir, "train": {
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_metrics.get("epoch"),

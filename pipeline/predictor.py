@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.config import PipelineConfig
-from pipeline.data.features import load_preprocessor
+from pipeline.data.features import Preprocessor, load_preprocessor
 from pipeline.storage import local_copy
 from pipeline.tasks import config_from_dict, get_task
 from pipeline.train.checkpoint import CONFIG_FILE, PREPROCESSOR_FILE, load_weights, read_json
@@ -23,6 +23,10 @@ def load_model_config(model_dir: str) -> PipelineConfig:
     return config_from_dict(read_json(os.path.join(model_dir, CONFIG_FILE)))
 
 
+def load_model_preprocessor(model_dir: str) -> Preprocessor:
+    return load_preprocessor(read_json(os.path.join(model_dir, PREPROCESSOR_FILE)))
+
+
 class Predictor:
     def __init__(self, model_uri: str, device: str = "cpu"):
         self.model_dir = local_copy(model_uri)
@@ -30,7 +34,7 @@ class Predictor:
         self.run_id = read_json(metrics_path)["run_id"] if os.path.exists(metrics_path) else os.path.basename(model_uri.rstrip("/"))
         self.config = load_model_config(self.model_dir)
         self.task = get_task(self.config.task)
-        self.preprocessor = load_preprocessor(read_json(os.path.join(self.model_dir, PREPROCESSOR_FILE)))
+        self.preprocessor = load_model_preprocessor(self.model_dir)
         self.device = torch.device(device)
         model = self.task.build_model(self.config, self.preprocessor)
         self.model = load_weights(self.model_dir, model).to(self.device).eval()

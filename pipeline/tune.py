@@ -343,7 +343,7 @@ def summarize_sweep(task, name: str, base: PipelineConfig, grid, opts: TuneOptio
     model_dir = os.path.join(output_dir, "model")
     shutil.rmtree(model_dir, ignore_errors=True)
     copy_best_checkpoint(best, metric, mode, model_dir)
-    results = {name: evaluate_model(task, model_dir, cache.get(base), output_dir, task.name)}
+    results = {name: evaluate_model(task, model_dir, cache.get(base), output_dir)}
     history = best.metrics_dataframe
     epochs = [c for c in history.columns if c in ("epoch", "lr", "base_lr", "train_loss", "epoch_seconds") or c.startswith("val_")]
     train = {"epochs_run": int(len(history)), "history": history[epochs].to_dict("records")}

@@ -79,7 +79,7 @@ class RuleStep:
 def rule_steps(data_cfg: DataConfig) -> list:
     steps: list = []
     if data_cfg.columns:
-        steps.append(TypeStep(data_cfg.columns, getattr(data_cfg.options, "na_values", [])))  # reader options may not have any
+        steps.append(TypeStep(data_cfg.columns, data_cfg.options.na_values))
     steps += [RuleStep(column, rules) for column, rules in data_cfg.clean.items()]
     return steps
 

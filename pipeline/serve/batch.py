@@ -12,11 +12,9 @@ def batch_predict(task_name: str, model_uri: str, input_uri: str, output_uri: st
     import ray.data
     from ray.data import ActorPoolStrategy
 
-    from pipeline.data.features import load_preprocessor
-    from pipeline.predictor import PredictBatch, load_model_config
+    from pipeline.predictor import PredictBatch, load_model_config, load_model_preprocessor
     from pipeline.storage import local_copy
     from pipeline.tasks import get_task
-    from pipeline.train.checkpoint import PREPROCESSOR_FILE, read_json
 
     task = get_task(task_name)
     model_dir = local_copy(model_uri)
@@ -24,7 +22,7 @@ def batch_predict(task_name: str, model_uri: str, input_uri: str, output_uri: st
     if cfg.task != task_name:
         raise PipelineError(f"the model in {model_uri} is a {cfg.task} model, not {task_name}")
     cfg.data.source, cfg.data.format = input_uri, fmt
-    inputs = load_preprocessor(read_json(f"{model_dir}/{PREPROCESSOR_FILE}")).input_columns
+    inputs = load_model_preprocessor(model_dir).input_columns
     ds = task.read(cfg, columns=inputs)
     predictions = ds.map_batches(PredictBatch, fn_constructor_args=(model_uri,), compute=ActorPoolStrategy(size=actors),
                                  batch_size=1024, batch_format=task.batch_format)

@@ -101,28 +101,6 @@ def table_features(cfg: PipelineConfig) -> TableFeatures:
                          imputation(cfg.data))
 
 
-def record_to_batch(request: dict[str, Any], preprocessor: TableFeatures) -> pd.DataFrame:
-    """One record -> a one-row frame; missing, unknown and non-numeric fields answer 422 together."""
-    expected = preprocessor.numeric + preprocessor.categorical
-    missing = [c for c in expected if c not in request]
-    unknown = sorted(set(request) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"missing field(s): {', '.join(missing)}")
-    if unknown:
-        problems.append(f"unknown field(s): {', '.join(unknown)}")
-    for col in preprocessor.numeric:
-        value = request.get(col)
-        if col in request and value is not None and not np.isfinite(to_numbers([value])).all():
-            problems.append(f"{col}: expected a finite number, got {value!r}")
-    for col in expected:
-        if col in request and request[col] is None and col not in preprocessor.imputation:
-            problems.append(f"{col}: a value is required")
-    if problems:
-        raise RequestError("; ".join(problems))
-    return pd.DataFrame({c: [request[c]] for c in expected})
-
-
 class TabularTask(ClassificationTask):
     name = "tabular"
     config_class = TabularConfig
@@ -137,8 +115,26 @@ class TabularTask(ClassificationTask):
     def build_model(self, cfg, preprocessor):
         return MLP(preprocessor.width(), len(preprocessor.labels.classes), cfg.model.hidden, cfg.model.dropout)
 
-    def request_to_batch(self, request, preprocessor):
-        return record_to_batch(request, preprocessor)
+    def request_to_batch(self, request: dict[str, Any], preprocessor: TableFeatures) -> pd.DataFrame:
+        """One record -> a one-row frame; missing, unknown and non-numeric fields answer 422 together."""
+        expected = preprocessor.numeric + preprocessor.categorical
+        missing = [c for c in expected if c not in request]
+        unknown = sorted(set(request) - set(expected))
+        problems = []
+        if missing:
+            problems.append(f"missing field(s): {', '.join(missing)}")
+        if unknown:
+            problems.append(f"unknown field(s): {', '.join(unknown)}")
+        for col in preprocessor.numeric:
+            value = request.get(col)
+            if col in request and value is not None and not np.isfinite(to_numbers([value])).all():
+                problems.append(f"{col}: expected a finite number, got {value!r}")
+        for col in expected:
+            if col in request and request[col] is None and col not in preprocessor.imputation:
+                problems.append(f"{col}: a value is required")
+        if problems:
+            raise RequestError("; ".join(problems))
+        return pd.DataFrame({c: [request[c]] for c in expected})
 
     def example_request(self):
         return dict(TabularRequest.model_config["json_schema_extra"]["example"]), "<=50K"
