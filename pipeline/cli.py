@@ -34,7 +34,13 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (splits, initialisation, shuffling)")
     p.add_argument("--output", help="output directory (default: runs/<run-id>)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    add_shared_storage_arg(p)
     p.add_argument("--verbose", action="store_true", help="show Ray's own progress output")
+
+
+def add_shared_storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shared-storage", action="store_true",
+                   help="local paths are folders every node mounts (NFS): allow them on a multi-node cluster")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -104,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address")
     serve.add_argument("--reload-interval", type=float, default=5.0, help="seconds between checks for a newly promoted model")
     serve.add_argument("--replica-cpus", type=float, default=0.0, help="CPUs reserved per Serve replica")
+    serve.add_argument("--proxy-location", default="HeadOnly", choices=["HeadOnly", "EveryNode"],
+                       help="where Serve's HTTP proxies run (EveryNode: one per node, behind a load balancer)")
+    add_shared_storage_arg(serve)
 
     predict = sub.add_parser("predict", help="predict one request with the production model (no Ray needed)")
     predict.add_argument("task", choices=task_names())
@@ -119,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--registry")
     batch.add_argument("--model", help="a model directory or URI instead of the production model")
     batch.add_argument("--address")
+    add_shared_storage_arg(batch)
 
     registry = sub.add_parser("registry", help="list registered runs or promote one")
     registry.add_argument("action", choices=["list", "promote"])
@@ -152,35 +162,41 @@ def load_run_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline import storage
     from pipeline.flow import new_run_id, run_pipeline
     from pipeline.registry import Registry
-    from pipeline.runtime import init_ray
+    from pipeline.runtime import init_ray, require_shared_storage
 
     cfg = load_run_config(args)
     run_id = args.run_id or new_run_id(args.task)
     output = args.output or os.path.join("runs", run_id)
+    registry = Registry(args.registry)
     init_ray(args.address, verbose=args.verbose)
-    metrics = run_pipeline(cfg, output, Registry(args.registry), promote=not args.no_promote, run_id=run_id)
-    print(f"metrics: {os.path.join(metrics['output_dir'], 'metrics.json')}")
+    require_shared_storage({"--output": output, "--registry": registry.root}, args.shared_storage)
+    metrics = run_pipeline(cfg, output, registry, promote=not args.no_promote, run_id=run_id)
+    print(f"metrics: {storage.join(metrics['output_dir'], 'metrics.json')}")
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from pipeline import storage
     from pipeline.flow import prepare_data
-    from pipeline.runtime import init_ray
+    from pipeline.runtime import init_ray, require_shared_storage
     from pipeline.tasks import get_task
 
     cfg = load_run_config(args)
     init_ray(args.address, verbose=args.verbose)
-    output = args.output or os.path.join("runs", f"data-{args.task}")
+    output = storage.resolve(args.output or os.path.join("runs", f"data-{args.task}"))
+    require_shared_storage({"--output": output}, args.shared_storage)
     prepare_data(get_task(args.task), cfg, output)
-    print(f"data report: {os.path.join(os.path.abspath(output), 'data_report.json')}")
+    print(f"data report: {storage.join(output, 'data_report.json')}")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from pipeline import storage
     from pipeline.registry import Registry
-    from pipeline.runtime import init_ray
+    from pipeline.runtime import init_ray, require_shared_storage
     from pipeline.tune import TuneOptions, run_tune
 
     cfg = load_run_config(args)
@@ -193,10 +209,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         space["train.optimizer"] = {"choice": args.optimizers.split(",")} if args.search != "grid" else args.optimizers.split(",")
     opts = TuneOptions.from_args(args, space)
     opts.validate()
-    output = args.output or os.path.join("runs", f"{args.task}-tune")
+    output = storage.resolve(args.output or os.path.join("runs", f"{args.task}-tune"))
+    registry = Registry(args.registry)
     init_ray(args.address, verbose=args.verbose)
-    run_tune(args.task, cfg, opts, output, Registry(args.registry))
-    print(f"results: {os.path.join(os.path.abspath(output), 'results.csv')}")
+    require_shared_storage({"--output": output, "--storage": args.storage, "--registry": registry.root}, args.shared_storage)
+    run_tune(args.task, cfg, opts, output, registry)
+    print(f"results: {storage.join(output, 'results.csv')}")
     return 0
 
 
@@ -211,7 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.serve.server import serve_foreground
 
     serve_foreground(Registry(args.registry), args.host, args.port, args.tasks, args.address,
-                     args.reload_interval, args.replica_cpus)
+                     args.reload_interval, args.replica_cpus, args.proxy_location, args.shared_storage)
     return 0
 
 
@@ -258,11 +276,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_batch_predict(args: argparse.Namespace) -> int:
-    from pipeline.runtime import init_ray
+    from pipeline import storage
+    from pipeline.runtime import init_ray, require_shared_storage
     from pipeline.serve.batch import batch_predict
 
     init_ray(args.address)
-    rows = batch_predict(args.task, resolve_model(args.task, args.registry, args.model), args.input, args.output, args.format)
+    model = resolve_model(args.task, args.registry, args.model)
+    output = storage.resolve(args.output)
+    require_shared_storage({"--output": output, "--model" if args.model else "--registry": model}, args.shared_storage)
+    rows = batch_predict(args.task, model, args.input, output, args.format)
     print(f"wrote predictions for {rows:,} rows to {args.output}")
     return 0
 

@@ -11,3 +11,7 @@ class ConfigError(PipelineError):
 
 class DataError(PipelineError):
     pass
+
+
+class StorageError(PipelineError):
+    """A storage location that cannot be read or written (missing bucket, no credentials, no such file)."""

@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from pipeline import storage
 from pipeline.predictor import ScoreBatch, load_model_preprocessor
 
 SPLIT_COLUMN = "_eval_split"
 
 
 def evaluate_model(task, model_dir: str, splits: dict, output_dir: str) -> dict[str, dict]:
-    """The task's metrics on val and test (one pass over both), and the test confusion matrix as PNG."""
+    """The task's metrics on val and test (one pass over both), and the test confusion matrix as PNG.
+
+    `model_dir` and `output_dir` are storage URIs: the scoring actors load the model from there, on any node."""
     from ray.data import ActorPoolStrategy
 
     def tagged(name: str):
@@ -32,7 +33,7 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str) -> dict[
     if matrix is not None:
         from pipeline.plots import confusion_matrix_png
 
-        confusion_matrix_png(np.asarray(matrix), list(results["test"]["per_class"]), os.path.join(output_dir, "confusion_matrix.png"),
+        confusion_matrix_png(np.asarray(matrix), list(results["test"]["per_class"]), storage.join(output_dir, "confusion_matrix.png"),
                              f"{task.name}: confusion matrix on test (accuracy {results['test']['accuracy']:.3f})")
     return {"val": results["val"], "test": results["test"]}
 

@@ -4,13 +4,12 @@ ingest -> clean -> split -> features -> train -> evaluate -> register.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.data.clean import CleanResult, clean_dataset, null_counts, value_counts
 from pipeline.data.features import fit_partials
@@ -22,7 +21,6 @@ from pipeline.evaluate import evaluate_model
 from pipeline.registry import Registry
 from pipeline.tasks import get_task
 from pipeline.tasks.base import Task
-from pipeline.train.checkpoint import write_json
 
 Log = Callable[[str], None]
 
@@ -50,8 +48,9 @@ class Stopwatch:
 
 
 def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = print) -> PreparedData:
-    """ingest -> clean (type coercion, rules, labeling, de-duplication) -> split, with the data report."""
-    os.makedirs(output_dir, exist_ok=True)
+    """ingest -> clean (type coercion, rules, labeling, de-duplication) -> split, with the data report
+    (written, with the quarantine, to `output_dir`: any storage URI)."""
+    storage.make_dirs(output_dir)
     watch = Stopwatch(log, task.name)
     ds = task.read(cfg)
     watch.lap(f"ingest: {cfg.data.source}" + (f" (+ test: {cfg.data.test_source})" if cfg.data.test_source else ""))
@@ -66,7 +65,7 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
                                 lambda b: labeling_partial(b, lf_names))
         report["labeling"] = labeling_stats(partials, lf_names)
     kept = clean.kept.drop_columns([VOTE_PREFIX + n for n in lf_names]) if lf_names else clean.kept
-    quarantine_path = write_quarantine(clean, os.path.join(output_dir, "quarantine"))
+    quarantine_path = write_quarantine(clean, storage.join(output_dir, "quarantine"))
     report["quarantine_path"] = quarantine_path
     watch.lap(f"clean: kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}")
     if clean.rows_kept == 0:
@@ -85,18 +84,19 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     return PreparedData(splits, clean, report, kept)
 
 
-def write_quarantine(clean: CleanResult, path: str) -> str:
+def write_quarantine(clean: CleanResult, uri: str) -> str:
     """Rejected rows with their `reason` as Parquet; written (with zero rows) even when none were."""
-    shutil.rmtree(path, ignore_errors=True)
+    storage.delete_dir(uri)
     if clean.rows_quarantined:
-        clean.quarantined.repartition(1).write_parquet(path)
+        clean.quarantined.repartition(1).write_parquet(uri)
     else:
         import pyarrow.parquet as pq
 
-        os.makedirs(path, exist_ok=True)
+        storage.make_dirs(uri)
         schema = clean.annotated.schema()
-        pq.write_table(getattr(schema, "base_schema", schema).empty_table(), os.path.join(path, "empty.parquet"))
-    return path
+        fs, path = storage.filesystem(storage.join(uri, "empty.parquet"))
+        pq.write_table(getattr(schema, "base_schema", schema).empty_table(), path, filesystem=fs)
+    return uri
 
 
 def featurize(task: Task, cfg: PipelineConfig, splits: dict, log: Log = print):
@@ -170,8 +170,8 @@ def run_metrics(task: Task, run_id: str, summary: dict, prepared: PreparedData, 
 
 def register(task: Task, run_id: str, model_dir: str, metrics: dict, registry: Registry, promote: bool, log: Log) -> str:
     """Writes metrics.json beside the run and into the model, registers the model, promotes it if asked."""
-    write_json(os.path.join(metrics["output_dir"], "metrics.json"), metrics)
-    write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    storage.write_json(storage.join(metrics["output_dir"], "metrics.json"), metrics)
+    storage.write_json(storage.join(model_dir, "metrics.json"), metrics)
     uri = registry.register(task.name, run_id, model_dir, metrics)
     if promote:
         registry.promote(task.name, run_id)
@@ -184,15 +184,17 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
                  run_id: str | None = None, log: Log = print) -> dict[str, Any]:
     """Data stages, training of every model candidate, evaluation, selection and registration.
 
-    Returns the metrics.json contents. With several candidates, the one with the best validation
+    `output_dir` is any storage URI (a local path, s3://...): every artifact of the run lands there, Ray
+    Train's checkpoints under `checkpoints/`. Returns the metrics.json contents. With several candidates, the one with the best validation
     score (the task's selection metric, or `candidates.select` when it names one) is registered.
     """
     from pipeline.plots import learning_curves_png
+    from pipeline.train.checkpoint import copy_checkpoint
     from pipeline.train.trainer import fit
 
     started = time.perf_counter()
     task = get_task(cfg.task)
-    output_dir = os.path.abspath(output_dir)
+    output_dir = storage.resolve(output_dir)
     run_id = run_id or new_run_id(task.name)
     prepared = prepare_data(task, cfg, output_dir, log)
     counts = prepared.report["splits"]
@@ -208,16 +210,15 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         splits = cache.get(ccfg)
         preprocessor, features = cache.featurized(ccfg)
         tc = ccfg.train
-        train_dir = os.path.join(output_dir, "candidates", name) if several else output_dir
+        train_dir = storage.join(output_dir, "candidates", name) if several else output_dir
         label = f"{task.name}/{name}" if several else task.name
         log(f"[{label}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
             f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
-        outcome = fit(ccfg, features, preprocessor.state(), os.path.join(output_dir, "checkpoints"),
+        outcome = fit(ccfg, features, preprocessor.state(), storage.join(output_dir, "checkpoints"),
                       f"{run_id}-{name}" if several else run_id, splits["train"].count(), label)
-        model_dir = os.path.join(train_dir, "model")
-        shutil.rmtree(model_dir, ignore_errors=True)
-        shutil.copytree(outcome.best_checkpoint, model_dir)
-        learning_curves_png(outcome.history, os.path.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
+        model_dir = storage.join(train_dir, "model")
+        copy_checkpoint(outcome.best_checkpoint, model_dir)
+        learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
         log(f"[{label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
             f"{tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
         evaluated = evaluate_model(task, model_dir, splits, train_dir)
@@ -226,6 +227,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             "best_epoch": outcome.best_metrics.get("epoch"),
             "stopped_early": bool(outcome.history and outcome.history[-1].get("stopped_early")),
             "resumed_from_epochs": outcome.resumed_from,
+            "worker_nodes": outcome.worker_nodes,
             "history": outcome.history,
             "num_workers": tc.num_workers,
             "use_gpu": tc.use_gpu,
@@ -234,13 +236,12 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
 
     served = select_candidate(task, cfg, results)
     chosen = results[served]
-    model_dir = os.path.join(output_dir, "model")
+    model_dir = storage.join(output_dir, "model")
     if chosen["model_dir"] != model_dir:
-        shutil.rmtree(model_dir, ignore_errors=True)
-        shutil.copytree(chosen["model_dir"], model_dir)
+        storage.copy_dir(chosen["model_dir"], model_dir)
         for png in ("confusion_matrix.png", "learning_curves.png"):
-            if os.path.exists(os.path.join(chosen["train_dir"], png)):
-                shutil.copy(os.path.join(chosen["train_dir"], png), os.path.join(output_dir, png))
+            if storage.exists(storage.join(chosen["train_dir"], png)):
+                storage.copy_file(storage.join(chosen["train_dir"], png), storage.join(output_dir, png))
     extra = {"candidates": {name: {k: r[k] for k in ("val", "test")} for name, r in results.items()}} if several else {}
     metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baselines, served, chosen["train"],
                           started, output_dir, **extra)

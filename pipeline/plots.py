@@ -1,4 +1,4 @@
-"""PNG plots for run outputs (headless: the Agg backend, no display needed)."""
+"""PNG plots for run outputs (headless: the Agg backend, no display needed), written to any storage URI."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from pipeline.storage import save_figure  # noqa: E402
 
 
 def confusion_matrix_png(matrix: np.ndarray, classes: list[str], path: str, title: str = "Confusion matrix (test)") -> str:
@@ -25,7 +27,7 @@ def confusion_matrix_png(matrix: np.ndarray, classes: list[str], path: str, titl
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[i, j] > threshold else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -45,7 +47,7 @@ def learning_curves_png(history: list[dict], path: str, metric: str, title: str 
     right.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -64,7 +66,7 @@ def lr_vs_metric_png(table, metric: str, path: str) -> str:
     ax.set_title(f"{metric} vs learning rate, per schedule")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -81,6 +83,6 @@ def trial_curves_png(histories: dict, metric: str, path: str) -> str:
     if len(histories) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -6,7 +6,6 @@ training used is applied unchanged everywhere (no train/serve skew).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -14,30 +13,32 @@ import torch
 
 from pipeline.config import PipelineConfig
 from pipeline.data.features import Preprocessor, load_preprocessor
-from pipeline.storage import local_copy
+from pipeline import storage
 from pipeline.tasks import config_from_dict, get_task
-from pipeline.train.checkpoint import CONFIG_FILE, PREPROCESSOR_FILE, load_weights, read_json
+from pipeline.train.checkpoint import CONFIG_FILE, PREPROCESSOR_FILE, load_weights
 
 
-def load_model_config(model_dir: str) -> PipelineConfig:
-    return config_from_dict(read_json(os.path.join(model_dir, CONFIG_FILE)))
+def load_model_config(model_uri: str) -> PipelineConfig:
+    return config_from_dict(storage.read_json(storage.join(model_uri, CONFIG_FILE)))
 
 
-def load_model_preprocessor(model_dir: str) -> Preprocessor:
-    return load_preprocessor(read_json(os.path.join(model_dir, PREPROCESSOR_FILE)))
+def load_model_preprocessor(model_uri: str) -> Preprocessor:
+    return load_preprocessor(storage.read_json(storage.join(model_uri, PREPROCESSOR_FILE)))
 
 
 class Predictor:
+    """A model folder at any storage URI, read straight into memory (no local copy to clean up)."""
+
     def __init__(self, model_uri: str, device: str = "cpu"):
-        self.model_dir = local_copy(model_uri)
-        metrics_path = os.path.join(self.model_dir, "metrics.json")
-        self.run_id = read_json(metrics_path)["run_id"] if os.path.exists(metrics_path) else os.path.basename(model_uri.rstrip("/"))
-        self.config = load_model_config(self.model_dir)
+        self.model_uri = model_uri
+        metrics_uri = storage.join(model_uri, "metrics.json")
+        self.run_id = storage.read_json(metrics_uri)["run_id"] if storage.exists(metrics_uri) else model_uri.rstrip("/").rsplit("/", 1)[-1]
+        self.config = load_model_config(model_uri)
         self.task = get_task(self.config.task)
-        self.preprocessor = load_model_preprocessor(self.model_dir)
+        self.preprocessor = load_model_preprocessor(model_uri)
         self.device = torch.device(device)
         model = self.task.build_model(self.config, self.preprocessor)
-        self.model = load_weights(self.model_dir, model).to(self.device).eval()
+        self.model = load_weights(model_uri, model).to(self.device).eval()
 
     def predict(self, raw_batch: Any) -> np.ndarray:
         """Model outputs (logits, scores) as float32 for a batch of raw rows."""

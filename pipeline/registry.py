@@ -25,20 +25,16 @@ def default_registry() -> str:
 
 class Registry:
     def __init__(self, root: str | None = None):
-        self.root = root or default_registry()
+        self.root = storage.resolve(root or default_registry())
 
     def run_uri(self, task: str, run_id: str) -> str:
         return storage.join(self.root, task, "runs", run_id)
 
     def register(self, task: str, run_id: str, model_dir: str, metrics: dict[str, Any]) -> str:
         target = self.run_uri(task, run_id)
-        fs, path = storage.filesystem(target)
-        fs.create_dir(path, recursive=True)
         for name in MODEL_FILES:
-            src_fs, src = storage.filesystem(os.path.join(model_dir, name))
-            with src_fs.open_input_stream(src) as fin, fs.open_output_stream(f"{path}/{name}") as fout:
-                fout.write(fin.read())
-        storage.write_text(storage.join(target, "metrics.json"), json.dumps(metrics, indent=2))
+            storage.copy_file(storage.join(model_dir, name), storage.join(target, name))
+        storage.write_json(storage.join(target, "metrics.json"), metrics)
         return target
 
     def promote(self, task: str, run_id: str) -> None:
@@ -52,7 +48,7 @@ class Registry:
         pointer = storage.join(self.root, task, "production.json")
         if not storage.exists(pointer):
             return None
-        return json.loads(storage.read_text(pointer))["run_id"]
+        return storage.read_json(pointer)["run_id"]
 
     def production_uri(self, task: str) -> str | None:
         run_id = self.production(task)
@@ -63,4 +59,4 @@ class Registry:
 
     def metrics(self, task: str, run_id: str) -> dict[str, Any]:
         uri = storage.join(self.run_uri(task, run_id), "metrics.json")
-        return json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
+        return storage.read_json(uri) if storage.exists(uri) else {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from pipeline import storage
+from pipeline.errors import ConfigError
 from pipeline.tasks import PLUGINS_ENV
 
 _QUIET_LOGGERS = ("ray.data", "ray.train", "ray.tune", "ray.serve", "ray._private", "ray.air")
@@ -43,3 +45,29 @@ def configure_data_context(verbose: bool = False) -> None:
     if not verbose:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def cluster_is_multi_node() -> bool:
+    """True when work may run on another node than this driver's: the cluster has several live nodes,
+    or this node offers no CPUs (a KubeRay/launcher head with `num-cpus: 0` whose workers come later)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    this_node = next((n for n in nodes if n["NodeID"] == here), None)
+    return len(nodes) > 1 or (this_node is not None and not this_node.get("Resources", {}).get("CPU"))
+
+
+def require_shared_storage(locations: dict[str, str | None], declared_shared: bool = False) -> None:
+    """Fails before any work starts when an artifact location is a plain local path but the work runs on
+    several nodes: each node would write its part to its own disk (Ray Train refuses such a path at
+    the first checkpoint). `locations` maps the flag that set each location to its value."""
+    local = {flag: uri for flag, uri in locations.items() if uri and not storage.is_remote(uri)}
+    if declared_shared or not local or not cluster_is_multi_node():
+        return
+    shown = ", ".join(f"{flag} {storage.resolve(uri)}" for flag, uri in local.items())
+    raise ConfigError(
+        f"{shown}: local path{'s' if len(local) > 1 else ''} on a Ray cluster of several nodes, where workers, "
+        f"actors and Serve replicas on other nodes cannot reach {'them' if len(local) > 1 else 'it'}. Use shared "
+        f"storage: {next(iter(local))} s3://BUCKET/... (or gs://...), or add --shared-storage if the path is a "
+        f"folder mounted at the same place on every node (NFS, EFS, Filestore)")

@@ -1,66 +1,157 @@
-"""Paths and URIs alike: local directories, s3://, gs://, anything pyarrow's filesystems open."""
+"""The one storage layer: every artifact is read and written here, by URI.
+
+A URI is a local path, `file://...`, `s3://...`, `gs://...` (when pyarrow has that filesystem), or any
+other scheme pyarrow's filesystems open. Nothing here needs Ray, so drivers, Ray workers, Serve replicas
+and `pipeline predict` use the same functions. Ray Train and Tune take the same URIs as `storage_path`.
+"""
 
 from __future__ import annotations
 
+import functools
+import io
+import json
 import os
 import posixpath
-import tempfile
+from typing import Any, Callable, TypeVar
 
 import pyarrow.fs as pafs
 
+from pipeline.errors import StorageError
+
+F = TypeVar("F", bound=Callable)
+
+
+def clear_errors(fn: F) -> F:
+    """A filesystem's OSError (no bucket, no credentials, no file) as a StorageError naming the URI."""
+
+    @functools.wraps(fn)
+    def wrapper(uri, *args, **kwargs):
+        try:
+            return fn(uri, *args, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"{uri if isinstance(uri, str) else uri[1]}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
 
 def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
+    return "://" in str(uri) and not str(uri).startswith("file://")
 
 
+def resolve(uri: str | os.PathLike) -> str:
+    """An absolute local path, or the URI unchanged: what to store in metrics.json and hand to actors."""
+    uri = str(uri)
+    if is_remote(uri):
+        return uri.rstrip("/")
+    return os.path.abspath(os.path.expanduser(uri[len("file://"):] if uri.startswith("file://") else uri))
+
+
+@clear_errors
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if not is_remote(uri):
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        return pafs.LocalFileSystem(), os.path.abspath(path)
+        return pafs.LocalFileSystem(), resolve(uri)
     return pafs.FileSystem.from_uri(uri)
 
 
 def join(uri: str, *parts: str) -> str:
-    return posixpath.join(uri, *parts) if is_remote(uri) else os.path.join(uri, *parts)
+    return posixpath.join(str(uri), *parts) if is_remote(uri) else os.path.join(str(uri), *parts)
 
 
+@clear_errors
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def read_text(uri: str) -> str:
+@clear_errors
+def make_dirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(path, recursive=True)
+
+
+@clear_errors
+def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as fh:
-        return fh.read().decode()
+        return fh.read()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode()
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+@clear_errors
+def write_bytes(uri: str, data: bytes) -> None:
+    """Whole-file write. Local files go through a temporary name and a rename, so a reader (Serve polling
+    `production.json`) never sees half a file; object stores publish an object only once it is complete."""
+    fs, path = filesystem(uri)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    target = path + ".tmp" if isinstance(fs, pafs.LocalFileSystem) else path
+    with fs.open_output_stream(target) as fh:
+        fh.write(data)
+    if target != path:
+        fs.move(target, path)
 
 
 def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_text(uri, json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def save_figure(fig, uri: str) -> str:
+    """A matplotlib figure as PNG at `uri` (rendered in memory: no local file on the way)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    write_bytes(uri, buf.getvalue())
+    return uri
+
+
+@clear_errors
+def delete_dir(uri: str) -> None:
     fs, path = filesystem(uri)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = path + ".tmp"
-    with fs.open_output_stream(tmp) as fh:
-        fh.write(text.encode())
-    fs.move(tmp, path)  # readers never see half a pointer file
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
 
 
-def copy_dir(src: str, dst: str) -> None:
-    src_fs, src_path = filesystem(src)
+def copy_file(src: str, dst: str) -> None:
+    write_bytes(dst, read_bytes(src))
+
+
+@clear_errors
+def copy_dir(src: str | tuple[pafs.FileSystem, str], dst: str) -> None:
+    """Replaces `dst` with a copy of `src` (a URI, or a (filesystem, path) pair such as a Ray checkpoint's)."""
+    src_fs, src_path = filesystem(src) if isinstance(src, str) else src
     dst_fs, dst_path = filesystem(dst)
+    delete_dir(dst)
     dst_fs.create_dir(dst_path, recursive=True)
     pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
 
-def local_copy(uri: str) -> str:
-    """A local directory with the contents of `uri` (itself, when it is already local)."""
-    if not is_remote(uri):
-        return filesystem(uri)[1]
-    target = tempfile.mkdtemp(prefix="pipeline-model-")
-    copy_dir(uri, target)
-    return target
-
-
+@clear_errors
 def list_dirs(uri: str) -> list[str]:
     fs, path = filesystem(uri)
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+
+
+@clear_errors
+def list_files(uri: str) -> list[str]:
+    """Every file under `uri`, as paths relative to it."""
+    fs, path = filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return sorted(posixpath.relpath(i.path, path) for i in infos if i.type == pafs.FileType.File)

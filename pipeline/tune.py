@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from pipeline import storage
 from pipeline.config import SCHEDULES, Domain, PipelineConfig, apply_override, config_error, key_hint
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.tasks import config_from_dict
@@ -125,7 +125,7 @@ def apply_params(cfg: PipelineConfig, params: dict[str, Any]) -> dict:
     return out
 
 
-def tune_trial(params: dict, datasets: dict, loop_base: dict, workers: int, resources: dict) -> None:
+def tune_trial(params: dict, datasets: dict, loop_base: dict, workers: int, resources: dict, experiment_uri: str) -> None:
     """One trial: the base config with this trial's parameters, trained by the shared loop."""
     from pipeline.train.loop import TuneSession, run_training
 
@@ -141,8 +141,11 @@ def tune_trial(params: dict, datasets: dict, loop_base: dict, workers: int, reso
     trial_cfg.train.num_workers = workers
     trial_cfg.train.cpus_per_worker = max(1, int(resources.get("cpu", 1)))
     trial_cfg.train.use_gpu = resources.get("gpu", 0) > 0
-    trainer = build_trainer(trial_cfg, datasets, {**loop_base, "config": trial_cfg.to_dict()}, tune.get_context().get_trial_dir(),
-                            "train", callbacks=[TuneReportCallback()])
+    # The trial's Ray Train run keeps its checkpoints beside the trial on the sweep's storage: its
+    # workers may sit on other nodes than the trial, which a trial's local folder would not reach.
+    trainer = build_trainer(trial_cfg, datasets, {**loop_base, "config": trial_cfg.to_dict()},
+                            storage.join(experiment_uri, tune.get_context().get_trial_name()), "train",
+                            callbacks=[TuneReportCallback()])
     trainer.fit()
 
 
@@ -159,8 +162,8 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     opts.validate()
     started = time.perf_counter()
     task = get_task(task_name)
-    output_dir = os.path.abspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    output_dir = storage.resolve(output_dir)
+    storage.make_dirs(output_dir)
     candidates = dict(cfg.candidate_configs())
     name = opts.candidate or next(iter(candidates))
     if name not in candidates:
@@ -171,22 +174,22 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     metric, mode = base.train.metric, base.train.mode
     space = search_space(base, opts)
 
-    prepared = prepare_data(task, base, os.path.join(output_dir, "data"), log)
+    prepared = prepare_data(task, base, storage.join(output_dir, "data"), log)
     cache = SplitCache(task, prepared, base, log)
     splits = cache.get(base)
     preprocessor, features = cache.featurized(base)
     label = f"{task_name}/{name}" if len(candidates) > 1 else task_name
     loop_base = loop_config(base, preprocessor.state(), splits["train"].count(), label)
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
+    sweep_storage = storage.resolve(opts.storage or storage.join(output_dir, "tune"))
+    experiment = opts.name or f"{task_name}-tune"
+    path = storage.join(sweep_storage, experiment)
     trainable = tune.with_parameters(tune_trial, datasets=features, loop_base=loop_base, workers=opts.workers_per_trial,
-                                     resources=resources)
+                                     resources=resources, experiment_uri=path)
     # A multi-worker trial only coordinates; its Ray Train workers hold the CPUs and GPUs (Tune needs
     # some resource in the request: one byte of memory).
     trainable = tune.with_resources(trainable, resources if opts.workers_per_trial == 1 else {"cpu": 0, "memory": 1})
 
-    storage = opts.storage or os.path.join(output_dir, "tune")
-    experiment = opts.name or f"{task_name}-tune"
-    path = f"{storage.rstrip('/')}/{experiment}"
     if opts.resume and tune.Tuner.can_restore(path):
         log(f"[tune] resuming the sweep in {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
@@ -205,7 +208,7 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=make_scheduler(opts, base, metric, mode),
                                         search_alg=make_searcher(opts, metric, mode), num_samples=1 if opts.search == "grid" else opts.num_samples,
                                         max_concurrent_trials=opts.max_concurrent, time_budget_s=opts.time_budget_s),
-            run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=callbacks, verbose=1,
+            run_config=tune.RunConfig(name=experiment, storage_path=sweep_storage, callbacks=callbacks, verbose=1,
                                       # PBT copies checkpoints between trials: keep them all (they are small).
                                       checkpoint_config=tune.CheckpointConfig(
                                           num_to_keep=None if opts.scheduler == "pbt" else 2,
@@ -264,6 +267,8 @@ def mlflow_callback(opts: TuneOptions, experiment: str, output_dir: str):
             if trial not in self._trial_runs:
                 super().log_trial_start(trial)
 
+    if not opts.mlflow_uri and storage.is_remote(output_dir):
+        return None  # an SQLite store cannot live in an object store: pass --mlflow-uri to log this sweep
     uri = opts.mlflow_uri or "sqlite:///" + os.path.join(output_dir, "mlflow.db")
     return OnceParamsMLflowCallback(tracking_uri=uri, experiment_name=experiment, save_artifact=False)
 
@@ -272,6 +277,8 @@ def copy_best_checkpoint(result, metric: str, mode: str, target: str) -> None:
     """The trial's best checkpoint: Tune's own, or for a multi-worker trial the Ray Train checkpoint
     whose path `TuneReportCallback` reported beside the metrics."""
     from ray.train import Checkpoint
+
+    from pipeline.train.checkpoint import copy_checkpoint
 
     if result.best_checkpoints:
         checkpoint = result.get_best_checkpoint(metric=metric, mode=mode)
@@ -283,9 +290,8 @@ def copy_best_checkpoint(result, metric: str, mode: str, target: str) -> None:
             raise PipelineError(f"trial {trial_id(result)} left no checkpoint to register")
         reported = history[history[CHECKPOINT_PATH_KEY].notna()]
         row = reported[metric].idxmax() if mode == "max" else reported[metric].idxmin()
-        checkpoint = Checkpoint(reported.loc[row, CHECKPOINT_PATH_KEY])
-    with checkpoint.as_directory() as path:
-        shutil.copytree(path, target)
+        checkpoint = Checkpoint(reported.loc[row, CHECKPOINT_PATH_KEY], filesystem=result.filesystem)  # on the sweep's storage
+    copy_checkpoint(checkpoint, target)
 
 
 def trial_id(result) -> str:
@@ -325,7 +331,7 @@ def summarize_sweep(task, name: str, base: PipelineConfig, grid, opts: TuneOptio
 
     metric, mode = base.train.metric, base.train.mode
     table = trial_rows(grid, metric, mode)
-    table.drop(columns=["path"]).to_csv(os.path.join(output_dir, "results.csv"), index=False)
+    storage.write_text(storage.join(output_dir, "results.csv"), table.drop(columns=["path"]).to_csv(index=False))
     shown = table.drop(columns=["path"]).copy()
     with pd.option_context("display.max_columns", 30, "display.width", 200, "display.float_format", "{:.4g}".format):
         log("[tune] results (best first):\n" + shown.to_string(index=False))
@@ -334,14 +340,12 @@ def summarize_sweep(task, name: str, base: PipelineConfig, grid, opts: TuneOptio
         raise PipelineError(f"all {errors} trials failed; see the trial logs under {grid.experiment_path}")
     best = grid.get_best_result(metric=metric, mode=mode, scope="all")
     best_raw = apply_params(base, best.config)
-    with open(os.path.join(output_dir, "best_config.yaml"), "w") as fh:
-        yaml.safe_dump(best_raw, fh, sort_keys=False)
-    lr_vs_metric_png(table, metric, os.path.join(output_dir, "lr_vs_metric.png"))
+    storage.write_text(storage.join(output_dir, "best_config.yaml"), yaml.safe_dump(best_raw, sort_keys=False))
+    lr_vs_metric_png(table, metric, storage.join(output_dir, "lr_vs_metric.png"))
     trial_curves_png({trial_id(r): r.metrics_dataframe for r in grid if r.metrics_dataframe is not None},
-                     metric, os.path.join(output_dir, "learning_curves.png"))
+                     metric, storage.join(output_dir, "learning_curves.png"))
 
-    model_dir = os.path.join(output_dir, "model")
-    shutil.rmtree(model_dir, ignore_errors=True)
+    model_dir = storage.join(output_dir, "model")
     copy_best_checkpoint(best, metric, mode, model_dir)
     results = {name: evaluate_model(task, model_dir, cache.get(base), output_dir)}
     history = best.metrics_dataframe
@@ -355,5 +359,5 @@ def summarize_sweep(task, name: str, base: PipelineConfig, grid, opts: TuneOptio
                           started, output_dir, tune=sweep)
     log(f"[tune] {len(table)} trials, {total_epochs} trial-epochs, best {metric}={sweep[f'best_{metric}']:.4f} with {best.config}")
     register(task, run_id, model_dir, metrics, registry, opts.promote, log)
-    log(f"[tune] best config: {os.path.join(output_dir, 'best_config.yaml')}")
+    log(f"[tune] best config: {storage.join(output_dir, 'best_config.yaml')}")
     return metrics

@@ -49,37 +49,53 @@ class Cluster:
     dashboard_url: str  # job submission endpoint
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    port, dashboard_port = free_port(), free_port()
-    # A temp dir of its own: the head's files, and its "latest cluster" pointer, stay out of /tmp/ray, so
-    # a later plain `ray.init()` on this machine neither finds this head nor loses a cluster of the user's.
-    # (Short: Ray's socket paths live under it.)
-    temp_dir = tempfile.mkdtemp(prefix="ray-tests-", dir="/tmp")
-    cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dashboard_port}", "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats",
-           f"--temp-dir={temp_dir}"]
-    log_path = tmp_path_factory.mktemp("ray-head") / "ray-start.log"
+def start_ray_node(args: list[str], log_path: Path) -> subprocess.Popen:
+    """`ray start --block ARGS` in a process group of its own; returns once the node is up."""
     env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # nothing to drain when the tests end
     with open(log_path, "w") as log:
-        head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        node = subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "block forever" not in log_path.read_text():  # bounded wait for `ray start` to finish starting
+        if node.poll() is not None or time.monotonic() > deadline:
+            stop_ray_node(node)
+            pytest.fail(f"ray start {' '.join(args)} failed:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return node
+
+
+def stop_ray_node(node: subprocess.Popen) -> None:
+    """SIGTERM stops this node's Ray processes and no others."""
+    if node.poll() is None:
+        node.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 120
-        while "block forever" not in log_path.read_text():  # bounded wait for `ray start` to finish starting
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head failed:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}")
+        node.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        node.kill()
+
+
+def start_head(log_dir: Path, *args: str) -> tuple[Cluster, subprocess.Popen, str]:
+    """A head node on 127.0.0.1 with a temp dir of its own: its files, and its "latest cluster" pointer,
+    stay out of /tmp/ray, so a later plain `ray.init()` on this machine neither finds this head nor loses
+    a cluster of the user's. (Short: Ray's socket paths live under it.)"""
+    port, dashboard_port = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-tests-", dir="/tmp")
+    head = start_ray_node(["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                           "--include-dashboard=true", f"--temp-dir={temp_dir}", *args], log_dir / "ray-head.log")
+    return Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}"), head, temp_dir
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    cluster, head, temp_dir = start_head(tmp_path_factory.mktemp("ray-head"), "--num-cpus=4")
+    try:
+        yield cluster
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-        head.send_signal(signal.SIGTERM)  # this head's processes only: other Ray instances keep running
-        try:
-            head.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            head.kill()
+        stop_ray_node(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
+
+from pipeline import storage
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -32,7 +32,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], output_dir: str) -> str:
-    path = os.path.join(output_dir, "data_report.json")
-    with open(path, "w") as fh:
-        json.dump(report, fh, indent=2)
-    return path
+    uri = storage.join(output_dir, "data_report.json")
+    storage.write_json(uri, report)
+    return uri

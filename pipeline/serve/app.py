@@ -114,8 +114,13 @@ def make_endpoint(task_name: str, request_model):
 def app_builder(args: dict[str, Any]):
     """Entry point for Serve config files (`serve deploy cluster/serve_config.yaml`, KubeRay RayService).
 
-    args: registry (path/URI, required on a cluster), tasks (list; default: every task the registry of
-    tasks finds, $PIPELINE_TASKS included), reload_interval_s, replica_cpus.
+    args: registry (URI; on a multi-node cluster shared storage such as s3://..., or a mounted folder with
+    shared_storage: true), tasks (list; default: every task the registry of tasks finds, $PIPELINE_TASKS
+    included), reload_interval_s, replica_cpus.
     """
-    return build_app(Registry(args.get("registry")).root, args.get("tasks"), float(args.get("reload_interval_s", 5.0)),
+    from pipeline.runtime import require_shared_storage
+
+    registry = Registry(args.get("registry"))
+    require_shared_storage({"registry": registry.root}, bool(args.get("shared_storage", False)))
+    return build_app(registry.root, args.get("tasks"), float(args.get("reload_interval_s", 5.0)),
                      float(args.get("replica_cpus", 0.0)))

@@ -13,16 +13,14 @@ def batch_predict(task_name: str, model_uri: str, input_uri: str, output_uri: st
     from ray.data import ActorPoolStrategy
 
     from pipeline.predictor import PredictBatch, load_model_config, load_model_preprocessor
-    from pipeline.storage import local_copy
     from pipeline.tasks import get_task
 
     task = get_task(task_name)
-    model_dir = local_copy(model_uri)
-    cfg = load_model_config(model_dir)
+    cfg = load_model_config(model_uri)
     if cfg.task != task_name:
         raise PipelineError(f"the model in {model_uri} is a {cfg.task} model, not {task_name}")
     cfg.data.source, cfg.data.format = input_uri, fmt
-    inputs = load_model_preprocessor(model_dir).input_columns
+    inputs = load_model_preprocessor(model_uri).input_columns
     ds = task.read(cfg, columns=inputs)
     predictions = ds.map_batches(PredictBatch, fn_constructor_args=(model_uri,), compute=ActorPoolStrategy(size=actors),
                                  batch_size=1024, batch_format=task.batch_format)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
+from pipeline import storage
 from pipeline.models import unwrap
+from pipeline.storage import write_json
 
 MODEL_FILE = "model.safetensors"
 PREPROCESSOR_FILE = "preprocessor.json"
@@ -31,8 +34,9 @@ def save_model_dir(path: str, model: torch.nn.Module, preprocessor_state: dict, 
     write_json(os.path.join(path, CONFIG_FILE), config)
 
 
-def load_weights(path: str, model: torch.nn.Module) -> torch.nn.Module:
-    unwrap(model).load_state_dict(load_file(os.path.join(path, MODEL_FILE)))
+def load_weights(uri: str, model: torch.nn.Module) -> torch.nn.Module:
+    """Weights from a model folder at any storage URI (read into memory: no local copy)."""
+    unwrap(model).load_state_dict(load(storage.read_bytes(storage.join(uri, MODEL_FILE))))
     return model
 
 
@@ -44,19 +48,12 @@ def load_train_state(path: str) -> dict[str, Any]:
     return torch.load(os.path.join(path, TRAIN_STATE_FILE), weights_only=True, map_location="cpu")
 
 
-def read_json(path: str) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+def checkpoint_json(checkpoint, name: str) -> Any:
+    """One JSON file of a Ray Train/Tune checkpoint, read where it is stored (local or object store)."""
+    with checkpoint.filesystem.open_input_stream(posixpath.join(checkpoint.path, name)) as fh:
+        return json.loads(fh.read())
 
 
-def write_json(path: str, obj: Any) -> None:
-    with open(path, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_json_default)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+def copy_checkpoint(checkpoint, uri: str) -> None:
+    """A Ray checkpoint's files into the model folder `uri` (which it replaces)."""
+    storage.copy_dir((checkpoint.filesystem, checkpoint.path), uri)

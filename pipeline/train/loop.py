@@ -24,8 +24,8 @@ from pipeline.train.checkpoint import (
     load_weights,
     save_model_dir,
     save_train_state,
-    write_json,
 )
+from pipeline.storage import write_json
 from pipeline.train.schedules import lr_factor
 
 
@@ -128,6 +128,19 @@ class TrainSession:
 
         return ray.train.get_checkpoint()
 
+    def node_ids(self) -> list[str]:
+        """The Ray node of every rank (rank order), so a run can show where its workers ran."""
+        import ray
+
+        mine = ray.get_runtime_context().get_node_id()
+        if self.world == 1:
+            return [mine]
+        import torch.distributed as dist
+
+        nodes: list = [None] * self.world
+        dist.all_gather_object(nodes, mine)
+        return nodes
+
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         import ray.train
 
@@ -157,6 +170,11 @@ class TuneSession:
 
         return tune.get_checkpoint()
 
+    def node_ids(self) -> list[str]:
+        import ray
+
+        return [ray.get_runtime_context().get_node_id()]
+
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         from ray import tune
 
@@ -184,17 +202,18 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     model = session.prepare_model(task.build_model(cfg, load_preprocessor(prep_state)))
     optimizer = make_optimizer(model.parameters(), tc)
 
-    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": []}
+    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": [], "worker_nodes": []}
     checkpoint = session.checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as path:
             load_weights(path, model)
             saved = load_train_state(path)
         optimizer.load_state_dict(saved["optimizer"])
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, state[k]) for k in state}
         state["resumed_from"].append(state["epoch"])  # restarts after a failure, or a resumed run
         if rank == 0:
             print(f"[{label}] resumed from checkpoint after epoch {state['epoch']}", flush=True)
+    state["worker_nodes"].append(session.node_ids())
 
     use_amp = tc.amp
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -259,7 +278,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 save_model_dir(tmp, model, prep_state, loop_config["config"])
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
-                write_json(os.path.join(tmp, HISTORY_FILE), {"epochs": state["history"], "resumed_from": state["resumed_from"]})
+                write_json(os.path.join(tmp, HISTORY_FILE), {k: state[k] for k in ("resumed_from", "worker_nodes")} | {"epochs": state["history"]})
                 session.report(metrics, tmp)
         else:
             session.report(metrics, None)

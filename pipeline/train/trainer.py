@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.train.checkpoint import HISTORY_FILE, read_json
+from pipeline.train.checkpoint import HISTORY_FILE, checkpoint_json
 from pipeline.train.loop import train_loop_per_worker
 
 
 @dataclass
 class TrainOutcome:
-    best_checkpoint: str  # directory (or URI) of the checkpoint with the best validation metric
+    best_checkpoint: Any  # the ray.train.Checkpoint with the best validation metric (on the run's storage)
     best_metrics: dict[str, Any]
     history: list[dict[str, Any]]  # one entry per epoch, across restarts
     resumed_from: list[int]  # epochs after which training resumed from a checkpoint
+    worker_nodes: list[list[str]]  # per (re)start of the worker group: the Ray node id of each rank
 
 
 def loop_config(cfg: PipelineConfig, preprocessor_state: dict, train_rows: int, label: str) -> dict[str, Any]:
@@ -67,6 +68,5 @@ def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_p
     for ckpt, metrics in result.best_checkpoints:
         if ckpt.path == best.path:
             best_metrics = metrics
-    with result.checkpoint.as_directory() as path:  # the latest: its history covers every epoch
-        history = read_json(os.path.join(path, HISTORY_FILE))
-    return TrainOutcome(best.path, best_metrics or {}, history["epochs"], history["resumed_from"])
+    history = checkpoint_json(result.checkpoint, HISTORY_FILE)  # the latest: its history covers every epoch
+    return TrainOutcome(best, best_metrics or {}, history["epochs"], history["resumed_from"], history.get("worker_nodes", []))
