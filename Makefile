@@ -3,9 +3,11 @@
 VENV   ?= .venv
 PYTHON ?= python3
 TORCH  ?= torch==2.13.0
+# The container image every config in cluster/ runs (Dockerfile): build with `make image`, push with `make push`.
+IMAGE  ?= ghcr.io/ray-dl-pipeline/dl-pipeline:0.1.0
 PY      = $(VENV)/bin/python
 
-.PHONY: install demo test test-unit lint clean
+.PHONY: install demo test test-unit lint clean image push
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +32,9 @@ lint: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+image:
+	docker build -t $(IMAGE) .
+
+push: image
+	docker push $(IMAGE)

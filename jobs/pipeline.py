@@ -1,7 +1,7 @@
 """Entry point for `ray job submit`: the same flow and flags as `pipeline run TASK ...`.
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/pipeline.py image --output /shared/runs/image --registry s3://bucket/registry
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
+        python jobs/pipeline.py image --output s3://bucket/runs/image --registry s3://bucket/registry
 """
 
 import os

@@ -1,6 +1,6 @@
 """Entry point for `ray job submit`: the same sweep and flags as `pipeline tune TASK ...`.
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- \
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
         python jobs/tune.py image --num-samples 32 --gpus-per-trial 0.25 --storage s3://bucket/sweeps --promote
 """
 

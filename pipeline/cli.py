@@ -5,6 +5,7 @@
     pipeline data TASK [--data URI] [--output DIR]
     pipeline tune TASK [--search random|grid|bayes] [--scheduler asha|pbt|fifo] [--num-samples N] [--promote]
     pipeline serve [--host H] [--port P]
+    pipeline deploy --registry URI             deploy the Serve app onto a cluster and return
     pipeline predict TASK --input JSON
     pipeline batch-predict TASK --input URI --output URI
     pipeline registry list|promote ...
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="port for the HTTP check (default: a free one)")
     demo.add_argument("--no-serve", action="store_true", help="skip the HTTP check")
     demo.add_argument("--address")
+    add_shared_storage_arg(demo)
     demo.add_argument("--verbose", action="store_true")
 
     run = sub.add_parser("run", help="data stages, training, evaluation and registration for one task")
@@ -113,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-location", default="HeadOnly", choices=["HeadOnly", "EveryNode"],
                        help="where Serve's HTTP proxies run (EveryNode: one per node, behind a load balancer)")
     add_shared_storage_arg(serve)
+
+    deploy = sub.add_parser("deploy", help="deploy the Serve app onto the cluster and return (it keeps serving)")
+    deploy.add_argument("--host", default="0.0.0.0", help="address Serve's HTTP proxies listen on")
+    deploy.add_argument("--port", type=int, default=8000)
+    deploy.add_argument("--registry")
+    deploy.add_argument("--tasks", nargs="+", choices=task_names())
+    deploy.add_argument("--address")
+    deploy.add_argument("--reload-interval", type=float, default=30.0, help="seconds between checks for a newly promoted model")
+    deploy.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per Serve replica")
+    deploy.add_argument("--proxy-location", default="EveryNode", choices=["HeadOnly", "EveryNode"])
+    add_shared_storage_arg(deploy)
 
     predict = sub.add_parser("predict", help="predict one request with the production model (no Ray needed)")
     predict.add_argument("task", choices=task_names())
@@ -233,6 +246,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from pipeline.registry import Registry
+    from pipeline.runtime import init_ray
+    from pipeline.serve.server import deploy
+
+    init_ray(args.address)
+    deploy(Registry(args.registry), args.host, args.port, args.tasks, args.reload_interval, args.replica_cpus,
+           args.proxy_location, args.shared_storage)
+    print("deployed; `serve status` shows it, `serve shutdown` removes it")
+    return 0
+
+
 def read_request(text: str) -> Any:
     if text.startswith("@"):
         with open(text[1:]) as fh:
@@ -308,7 +333,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "data": cmd_data, "tune": cmd_tune, "demo": cmd_demo, "serve": cmd_serve, "predict": cmd_predict,
+COMMANDS = {"run": cmd_run, "data": cmd_data, "tune": cmd_tune, "demo": cmd_demo, "serve": cmd_serve, "deploy": cmd_deploy,
+            "predict": cmd_predict,
             "batch-predict": cmd_batch_predict, "registry": cmd_registry}
 
 

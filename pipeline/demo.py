@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import urllib.request
 
+from pipeline import storage
 from pipeline.flow import run_pipeline
 from pipeline.registry import Registry
-from pipeline.runtime import init_ray
+from pipeline.runtime import init_ray, require_shared_storage
 from pipeline.tasks import get_task, load_config, task_names
 
 
@@ -31,12 +31,13 @@ def run_demo(args) -> int:
     tasks = args.tasks or task_names()
     registry = Registry(args.registry)
     init_ray(args.address, verbose=args.verbose)
+    require_shared_storage({"--output": args.output, "--registry": registry.root}, args.shared_storage)
     summary = []
     for name in tasks:
         overrides = {"train.num_workers": args.num_workers} if args.num_workers else {}
         cfg = load_config(name, overrides=overrides)
         task_started = time.perf_counter()
-        metrics = run_pipeline(cfg, os.path.join(args.output, name), registry)
+        metrics = run_pipeline(cfg, storage.join(args.output, name), registry)
         shown = {k: v for k, v in metrics["test"].items() if isinstance(v, float)}
         summary.append((name, metrics["run_id"], shown, time.perf_counter() - task_started))
 

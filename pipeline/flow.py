@@ -189,6 +189,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     score (the task's selection metric, or `candidates.select` when it names one) is registered.
     """
     from pipeline.plots import learning_curves_png
+    from pipeline.runtime import resources_note
     from pipeline.train.checkpoint import copy_checkpoint
     from pipeline.train.trainer import fit
 
@@ -214,6 +215,9 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         label = f"{task.name}/{name}" if several else task.name
         log(f"[{label}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
             f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
+        note = resources_note(tc.num_workers, tc.cpus_per_worker, 1 if tc.use_gpu else 0)
+        if note:
+            log(f"[{label}] warning: {note}")
         outcome = fit(ccfg, features, preprocessor.state(), storage.join(output_dir, "checkpoints"),
                       f"{run_id}-{name}" if several else run_id, splits["train"].count(), label)
         model_dir = storage.join(train_dir, "model")

@@ -71,3 +71,19 @@ def require_shared_storage(locations: dict[str, str | None], declared_shared: bo
         f"actors and Serve replicas on other nodes cannot reach {'them' if len(local) > 1 else 'it'}. Use shared "
         f"storage: {next(iter(local))} s3://BUCKET/... (or gs://...), or add --shared-storage if the path is a "
         f"folder mounted at the same place on every node (NFS, EFS, Filestore)")
+
+
+def resources_note(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> str | None:
+    """Why a Ray Train run of `workers` x (CPUs, GPUs) cannot start on the cluster as it is now, or None.
+    Train waits for resources without a word; an autoscaler may still add the nodes, so this is a warning."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    fits = sum(min(int(n.get("CPU", 0) // cpus_per_worker) if cpus_per_worker else workers,
+                   int(n.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else workers) for n in nodes)
+    if fits >= workers:
+        return None
+    total_cpus, total_gpus = sum(n.get("CPU", 0) for n in nodes), sum(n.get("GPU", 0) for n in nodes)
+    return (f"{workers} training worker(s) of {cpus_per_worker:g} CPU{f' and {gpus_per_worker:g} GPU' if gpus_per_worker else ''} "
+            f"each do not fit this cluster as it is ({total_cpus:g} CPUs, {total_gpus:g} GPUs on {len(nodes)} node(s)): "
+            f"training waits until nodes are added; lower --num-workers / --cpus-per-worker, or Ctrl-C")

@@ -1,7 +1,9 @@
 """A cluster of several nodes on this machine, with S3 (the local moto server) as its only shared storage.
 
-The head offers no CPUs (as on KubeRay and the launcher configs), three worker nodes offer one CPU each, so
-two training workers must sit on two different nodes, and every artifact must travel through S3.
+The head offers no CPUs (as on KubeRay and the launcher configs) and three worker nodes offer three CPUs each;
+training workers take two CPUs each, so two of them must sit on two different nodes, and every artifact must
+travel through S3. The CPU a worker leaves free on its node is what Ray needs, once a node is lost, to
+recompute the dataset blocks that were stored on it.
 """
 
 import json
@@ -31,7 +33,7 @@ def multi_node(tmp_path_factory, s3_server):
     try:
         for i in range(3):
             name = f"worker-{i}"
-            workers[name] = start_ray_node([f"--address={cluster.address}", "--num-cpus=1", f"--node-name={name}",
+            workers[name] = start_ray_node([f"--address={cluster.address}", "--num-cpus=3", f"--node-name={name}",
                                             f"--temp-dir={temp_dir}-{name}"], logs / f"{name}.log")
         yield cluster, workers
     finally:
@@ -79,7 +81,7 @@ def resumed_run(multi_node):
                               args=(cluster, workers, f"{output}/checkpoints", killed), daemon=True)
     killer.start()
     # Small batches: an epoch lasts long enough for the node to die in the middle of the run.
-    result = run_cli(["run", "image", "--num-workers", "2", "--epochs", "6", "--batch-size", "8", "--output", output,
+    result = run_cli(["run", "image", "--num-workers", "2", "--cpus-per-worker", "2", "--epochs", "6", "--batch-size", "8", "--output", output,
                       "--registry", registry], cluster, timeout=900)
     killer.join(timeout=10)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
