@@ -59,6 +59,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-promote", action="store_true", help="register the model without making it production")
 
 
+def add_serve_args(p: argparse.ArgumentParser, host: str, reload_interval: float, replica_cpus: float,
+                   proxy_location: str) -> None:
+    """`pipeline serve` (a laptop, the foreground) and `pipeline deploy` (a cluster) differ in defaults only."""
+    p.add_argument("--host", default=host, help="address Serve's HTTP proxies listen on")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--registry")
+    p.add_argument("--tasks", nargs="+", choices=task_names())
+    p.add_argument("--address")
+    p.add_argument("--reload-interval", type=float, default=reload_interval, help="seconds between checks for a newly promoted model")
+    p.add_argument("--replica-cpus", type=float, default=replica_cpus, help="CPUs reserved per Serve replica")
+    p.add_argument("--proxy-location", default=proxy_location, choices=["HeadOnly", "EveryNode"],
+                   help="where Serve's HTTP proxies run (EveryNode: one per node, behind a load balancer)")
+    add_shared_storage_arg(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description="End-to-end deep-learning pipeline on Ray.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -102,30 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--name", help="experiment name (default: TASK-tune)")
     tune.add_argument("--registry")
     tune.add_argument("--promote", action="store_true", help="make the best trial's model production")
-    tune.add_argument("--mlflow-uri", help="MLflow tracking URI (default with mlflow installed: sqlite:///OUTPUT/mlflow.db)")
+    tune.add_argument("--mlflow-uri", help="MLflow tracking URI (default with mlflow installed and a local --output: sqlite:///OUTPUT/mlflow.db)")
 
     serve = sub.add_parser("serve", help="serve every task's production model over HTTP (foreground)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--registry")
-    serve.add_argument("--tasks", nargs="+", choices=task_names())
-    serve.add_argument("--address")
-    serve.add_argument("--reload-interval", type=float, default=5.0, help="seconds between checks for a newly promoted model")
-    serve.add_argument("--replica-cpus", type=float, default=0.0, help="CPUs reserved per Serve replica")
-    serve.add_argument("--proxy-location", default="HeadOnly", choices=["HeadOnly", "EveryNode"],
-                       help="where Serve's HTTP proxies run (EveryNode: one per node, behind a load balancer)")
-    add_shared_storage_arg(serve)
-
+    add_serve_args(serve, host="127.0.0.1", reload_interval=5.0, replica_cpus=0.0, proxy_location="HeadOnly")
     deploy = sub.add_parser("deploy", help="deploy the Serve app onto the cluster and return (it keeps serving)")
-    deploy.add_argument("--host", default="0.0.0.0", help="address Serve's HTTP proxies listen on")
-    deploy.add_argument("--port", type=int, default=8000)
-    deploy.add_argument("--registry")
-    deploy.add_argument("--tasks", nargs="+", choices=task_names())
-    deploy.add_argument("--address")
-    deploy.add_argument("--reload-interval", type=float, default=30.0, help="seconds between checks for a newly promoted model")
-    deploy.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per Serve replica")
-    deploy.add_argument("--proxy-location", default="EveryNode", choices=["HeadOnly", "EveryNode"])
-    add_shared_storage_arg(deploy)
+    add_serve_args(deploy, host="0.0.0.0", reload_interval=30.0, replica_cpus=1.0, proxy_location="EveryNode")
 
     predict = sub.add_parser("predict", help="predict one request with the production model (no Ray needed)")
     predict.add_argument("task", choices=task_names())
