@@ -6,6 +6,7 @@ travel through S3. The CPU a worker leaves free on its node is what Ray needs, o
 recompute the dataset blocks that were stored on it.
 """
 
+import io
 import json
 import os
 import shutil
@@ -148,6 +149,25 @@ def test_serve_answers_from_the_s3_registry(multi_node, resumed_run):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
+
+
+def test_batch_predictions_read_and_land_in_s3(multi_node, resumed_run):
+    import numpy as np
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_digits
+
+    cluster, _ = multi_node
+    digits = load_digits()
+    buf = io.BytesIO()
+    np.savez(buf, id=np.array([f"d{i:02d}" for i in range(60)]), images=digits.images[:60].astype(np.float32))
+    storage.write_bytes(f"{S3}/inputs/digits.npz", buf.getvalue())
+    result = run_cli(["batch-predict", "image", "--input", f"{S3}/inputs/digits.npz", "--output", f"{S3}/predictions",
+                      "--registry", resumed_run["registry"]], cluster)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    fs, path = storage.filesystem(f"{S3}/predictions")
+    out = pq.read_table(path, filesystem=fs).to_pandas().sort_values("id")
+    assert len(out) == 60
+    assert (out["prediction"].to_numpy() == digits.target[:60].astype(str)).mean() >= 0.9
 
 
 def test_a_sweep_runs_on_the_cluster_with_s3_storage(multi_node, resumed_run):
