@@ -47,12 +47,18 @@ def configure_data_context(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def live_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
 def cluster_is_multi_node() -> bool:
     """True when work may run on another node than this driver's: the cluster has several live nodes,
     or this node offers no CPUs (a KubeRay/launcher head with `num-cpus: 0` whose workers come later)."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = live_nodes()
     here = ray.get_runtime_context().get_node_id()
     this_node = next((n for n in nodes if n["NodeID"] == here), None)
     return len(nodes) > 1 or (this_node is not None and not this_node.get("Resources", {}).get("CPU"))
@@ -76,9 +82,7 @@ def require_shared_storage(locations: dict[str, str | None], declared_shared: bo
 def resources_note(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> str | None:
     """Why a Ray Train run of `workers` x (CPUs, GPUs) cannot start on the cluster as it is now, or None.
     Train waits for resources without a word; an autoscaler may still add the nodes, so this is a warning."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = [n.get("Resources", {}) for n in live_nodes()]
     fits = sum(min(int(n.get("CPU", 0) // cpus_per_worker) if cpus_per_worker else workers,
                    int(n.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else workers) for n in nodes)
     if fits >= workers:

@@ -47,7 +47,10 @@ def resolve(uri: str | os.PathLike) -> str:
 
 
 @clear_errors
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(uri: str | tuple[pafs.FileSystem, str]) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of `uri`; a (filesystem, path) pair, as Ray's checkpoints carry, passes through."""
+    if isinstance(uri, tuple):
+        return uri
     if not is_remote(uri):
         return pafs.LocalFileSystem(), resolve(uri)
     return pafs.FileSystem.from_uri(uri)
@@ -135,7 +138,7 @@ def copy_file(src: str, dst: str) -> None:
 @clear_errors
 def copy_dir(src: str | tuple[pafs.FileSystem, str], dst: str) -> None:
     """Replaces `dst` with a copy of `src` (a URI, or a (filesystem, path) pair such as a Ray checkpoint's)."""
-    src_fs, src_path = filesystem(src) if isinstance(src, str) else src
+    src_fs, src_path = filesystem(src)
     dst_fs, dst_path = filesystem(dst)
     delete_dir(dst)
     dst_fs.create_dir(dst_path, recursive=True)

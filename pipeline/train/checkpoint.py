@@ -7,7 +7,6 @@ The registry, Serve and batch inference all read this same layout.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from typing import Any
@@ -50,8 +49,7 @@ def load_train_state(path: str) -> dict[str, Any]:
 
 def checkpoint_json(checkpoint, name: str) -> Any:
     """One JSON file of a Ray Train/Tune checkpoint, read where it is stored (local or object store)."""
-    with checkpoint.filesystem.open_input_stream(posixpath.join(checkpoint.path, name)) as fh:
-        return json.loads(fh.read())
+    return storage.read_json((checkpoint.filesystem, posixpath.join(checkpoint.path, name)))
 
 
 def copy_checkpoint(checkpoint, uri: str) -> None:
