@@ -59,19 +59,49 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-promote", action="store_true", help="register the model without making it production")
 
 
-def add_serve_args(p: argparse.ArgumentParser, host: str, reload_interval: float, replica_cpus: float,
-                   proxy_location: str) -> None:
+# flag -> serve.yaml key; a flag left out keeps the file's value
+SERVE_FLAGS = {
+    "min_replicas": "deployment.min_replicas", "max_replicas": "deployment.max_replicas",
+    "target_ongoing_requests": "deployment.target_ongoing_requests", "max_ongoing_requests": "deployment.max_ongoing_requests",
+    "max_queued_requests": "deployment.max_queued_requests", "replica_cpus": "deployment.num_cpus",
+    "replica_gpus": "deployment.num_gpus", "max_batch_size": "deployment.max_batch_size",
+    "batch_wait_timeout_s": "deployment.batch_wait_timeout_s", "max_request_bytes": "max_request_bytes",
+    "request_timeout_s": "request_timeout_s", "reload_interval": "reload_interval_s",
+}
+# what `pipeline deploy` changes for a cluster, before --serve-config and the flags
+DEPLOY_PRESET = {"deployment": {"num_cpus": 1.0, "max_replicas": 4}, "reload_interval_s": 30.0}
+
+
+def add_serve_args(p: argparse.ArgumentParser, host: str, proxy_location: str) -> None:
     """`pipeline serve` (a laptop, the foreground) and `pipeline deploy` (a cluster) differ in defaults only."""
     p.add_argument("--host", default=host, help="address Serve's HTTP proxies listen on")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--registry")
     p.add_argument("--tasks", nargs="+", choices=task_names())
     p.add_argument("--address")
-    p.add_argument("--reload-interval", type=float, default=reload_interval, help="seconds between checks for a newly promoted model")
-    p.add_argument("--replica-cpus", type=float, default=replica_cpus, help="CPUs reserved per Serve replica")
     p.add_argument("--proxy-location", default=proxy_location, choices=["HeadOnly", "EveryNode"],
                    help="where Serve's HTTP proxies run (EveryNode: one per node, behind a load balancer)")
+    p.add_argument("--serve-config", help="YAML with serve.yaml's keys (any subset), per-task overrides under `tasks`")
+    g = p.add_argument_group("deployments (defaults: pipeline/serve/serve.yaml)")
+    g.add_argument("--min-replicas", type=int)
+    g.add_argument("--max-replicas", type=int)
+    g.add_argument("--target-ongoing-requests", type=float, help="autoscaling target per replica")
+    g.add_argument("--max-ongoing-requests", type=int, help="requests a replica works on at once")
+    g.add_argument("--max-queued-requests", type=int, help="queued requests before 503 (-1: unbounded)")
+    g.add_argument("--replica-cpus", type=float, help="CPUs reserved per model replica")
+    g.add_argument("--replica-gpus", type=float, help="GPUs per model replica (fractions share a GPU)")
+    g.add_argument("--max-batch-size", type=int, help="dynamic batching: largest batch (1: no batching)")
+    g.add_argument("--batch-wait-timeout-s", type=float, help="dynamic batching: how long a batch waits to fill")
+    g.add_argument("--max-request-bytes", type=int, help="larger request bodies answer 413")
+    g.add_argument("--request-timeout-s", type=float, help="a model slower than this answers 503")
+    g.add_argument("--reload-interval", type=float, help="seconds between checks for a newly promoted model")
     add_shared_storage_arg(p)
+
+
+def serve_settings(args: argparse.Namespace, preset: dict | None = None):
+    from pipeline.serve.settings import load_serve_settings
+
+    return load_serve_settings(args.serve_config, {key: getattr(args, flag) for flag, key in SERVE_FLAGS.items()}, preset)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--mlflow-uri", help="MLflow tracking URI (default with mlflow installed and a local --output: sqlite:///OUTPUT/mlflow.db)")
 
     serve = sub.add_parser("serve", help="serve every task's production model over HTTP (foreground)")
-    add_serve_args(serve, host="127.0.0.1", reload_interval=5.0, replica_cpus=0.0, proxy_location="HeadOnly")
+    add_serve_args(serve, host="127.0.0.1", proxy_location="HeadOnly")
     deploy = sub.add_parser("deploy", help="deploy the Serve app onto the cluster and return (it keeps serving)")
-    add_serve_args(deploy, host="0.0.0.0", reload_interval=30.0, replica_cpus=1.0, proxy_location="EveryNode")
+    add_serve_args(deploy, host="0.0.0.0", proxy_location="EveryNode")
 
     predict = sub.add_parser("predict", help="predict one request with the production model (no Ray needed)")
     predict.add_argument("task", choices=task_names())
@@ -238,8 +268,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.registry import Registry
     from pipeline.serve.server import serve_foreground
 
-    serve_foreground(Registry(args.registry), args.host, args.port, args.tasks, args.address,
-                     args.reload_interval, args.replica_cpus, args.proxy_location, args.shared_storage)
+    serve_foreground(Registry(args.registry), args.host, args.port, args.tasks, serve_settings(args), args.address,
+                     args.proxy_location, args.shared_storage)
     return 0
 
 
@@ -249,7 +279,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from pipeline.serve.server import deploy
 
     init_ray(args.address)
-    deploy(Registry(args.registry), args.host, args.port, args.tasks, args.reload_interval, args.replica_cpus,
+    deploy(Registry(args.registry), args.host, args.port, args.tasks, serve_settings(args, DEPLOY_PRESET),
            args.proxy_location, args.shared_storage)
     print("deployed; `serve status` shows it, `serve shutdown` removes it")
     return 0

@@ -56,11 +56,11 @@ def check_http(registry: Registry, tasks: list[str], port: int) -> None:
     """Starts Serve on 127.0.0.1, sends each task's example request, prints the answer, stops Serve."""
     from ray import serve
 
-    from pipeline.serve.app import build_app
+    from pipeline.serve.app import build_apps
 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.run(build_app(registry.root, tasks), name="pipeline", route_prefix="/")
+        serve.run_many(build_apps(registry.root, tasks))
         for name in tasks:
             task = get_task(name)
             example, expected = task.example_request()

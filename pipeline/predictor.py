@@ -27,32 +27,38 @@ def load_model_preprocessor(model_uri: str) -> Preprocessor:
 
 
 class Predictor:
-    """A model folder at any storage URI, read straight into memory (no local copy to clean up)."""
+    """A model folder at any storage URI, read straight into memory (no local copy to clean up).
 
-    def __init__(self, model_uri: str, device: str = "cpu"):
+    `device`: "cpu", "cuda" or "auto" (the GPU when one is visible). On a GPU that supports it the forward
+    pass runs in bfloat16 autocast (`bf16=False` keeps float32); always under `torch.inference_mode`."""
+
+    def __init__(self, model_uri: str, device: str = "cpu", bf16: bool = True):
         self.model_uri = model_uri
         metrics_uri = storage.join(model_uri, "metrics.json")
         self.run_id = storage.read_json(metrics_uri)["run_id"] if storage.exists(metrics_uri) else model_uri.rstrip("/").rsplit("/", 1)[-1]
         self.config = load_model_config(model_uri)
         self.task = get_task(self.config.task)
         self.preprocessor = load_model_preprocessor(model_uri)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        self.autocast = bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         model = self.task.build_model(self.config, self.preprocessor)
         self.model = load_weights(model_uri, model).to(self.device).eval()
 
     def predict(self, raw_batch: Any) -> np.ndarray:
         """Model outputs (logits, scores) as float32 for a batch of raw rows."""
         features = self.preprocessor.transform(raw_batch, with_target=False)
-        tensors = {k: torch.as_tensor(np.asarray(v)).to(self.device) for k, v in features.items()}
-        with torch.no_grad():
+        tensors = {k: torch.as_tensor(np.asarray(v)).to(self.device, non_blocking=True) for k, v in features.items()}
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return self.task.forward(self.model, tensors).float().cpu().numpy()
 
 
 class PredictBatch:
     """Ray Data callable class: appends prediction columns to each batch, keeping its scalar columns."""
 
-    def __init__(self, model_uri: str):
-        self.predictor = Predictor(model_uri)
+    def __init__(self, model_uri: str, device: str = "cpu"):
+        self.predictor = Predictor(model_uri, device)
 
     def __call__(self, batch):
         outputs = self.predictor.predict(batch)

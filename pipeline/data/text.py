@@ -84,6 +84,10 @@ class TextFeatures(Preprocessor):
         self._index()
         return self
 
+    def known_tokens(self, text: str) -> int:
+        """How many of the text's tokens are in the training vocabulary (0: the model has nothing to go on)."""
+        return sum(token in self.word_ids for token in tokenize(text))
+
     def hashed(self, piece: str) -> int:
         return self.hash_base + zlib.crc32(piece.encode()) % self.hash_buckets
 

@@ -1,5 +1,5 @@
-"""Starting the Serve app: `pipeline serve` (foreground; SIGINT/SIGTERM shut it down cleanly) and
-`jobs/deploy.py` (deploys onto a cluster and leaves it running)."""
+"""Starting the Serve applications: `pipeline serve` (foreground; SIGINT/SIGTERM shut it down cleanly) and
+`pipeline deploy` / `jobs/deploy.py` (deploys onto a cluster and leaves it running)."""
 
 from __future__ import annotations
 
@@ -8,32 +8,37 @@ import threading
 import time
 
 from pipeline.registry import Registry
+from pipeline.serve.settings import ServeSettings
 
 
-def deploy(registry: Registry, host: str, port: int, tasks: list[str] | None = None, reload_interval_s: float = 5.0,
-           replica_cpus: float = 0.0, proxy_location: str = "HeadOnly", shared_storage: bool = False, log=print) -> list[str]:
-    """Deploys the app (Ray must be initialised) and returns the tasks it serves. The registry must be
-    reachable from every node that may host a replica: on a multi-node cluster, shared storage."""
+def deploy(registry: Registry, host: str, port: int, tasks: list[str] | None, settings: ServeSettings,
+           proxy_location: str = "HeadOnly", shared_storage: bool = False, log=print) -> list[str]:
+    """Deploys one application per task and the gateway (Ray must be initialised); returns the tasks. The
+    registry must be reachable from every node that may host a replica: on a multi-node cluster, shared storage."""
     from ray import serve
 
     from pipeline.runtime import require_shared_storage
-    from pipeline.serve.app import build_app
+    from pipeline.serve.app import build_apps
     from pipeline.tasks import task_names
 
     tasks = tasks or task_names()
     require_shared_storage({"--registry": registry.root}, shared_storage)
-    serve.start(http_options={"host": host, "port": port}, proxy_location=proxy_location)
-    serve.run(build_app(registry.root, tasks, reload_interval_s, replica_cpus), name="pipeline", route_prefix="/")
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": settings.request_timeout_s + 5},
+                proxy_location=proxy_location)
+    serve.run_many(build_apps(registry.root, tasks, settings))
     for name in tasks:
         if registry.production(name) is None:
             log(f"warning: no production model for {name!r} yet; its route answers 503 until one is promoted")
-    log(f"serving {', '.join(tasks)} from {registry.root} on http://{host}:{port} (docs: http://{host}:{port}/docs)", flush=True)
+    d = settings.deployment
+    log(f"serving {', '.join(tasks)} from {registry.root} on http://{host}:{port} (docs: http://{host}:{port}/docs); "
+        f"replicas {d.min_replicas}-{d.max_replicas} per task, batches up to {d.max_batch_size}, "
+        f"{d.num_cpus:g} CPU / {d.num_gpus:g} GPU per replica", flush=True)
     return tasks
 
 
-def serve_foreground(registry: Registry, host: str, port: int, tasks: list[str] | None = None,
-                     address: str | None = None, reload_interval_s: float = 5.0, replica_cpus: float = 0.0,
-                     proxy_location: str = "HeadOnly", shared_storage: bool = False, log=print) -> None:
+def serve_foreground(registry: Registry, host: str, port: int, tasks: list[str] | None, settings: ServeSettings,
+                     address: str | None = None, proxy_location: str = "HeadOnly", shared_storage: bool = False,
+                     log=print) -> None:
     import ray
     from ray import serve
 
@@ -45,7 +50,7 @@ def serve_foreground(registry: Registry, host: str, port: int, tasks: list[str] 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        deploy(registry, host, port, tasks, reload_interval_s, replica_cpus, proxy_location, shared_storage, log)
+        deploy(registry, host, port, tasks, settings, proxy_location, shared_storage, log)
         log("Ctrl-C to stop", flush=True)
         while not stop.is_set():
             time.sleep(0.2)

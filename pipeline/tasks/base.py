@@ -11,8 +11,8 @@ Core, written by every workload: `config_class` (its typed `data.options`, `feat
 `request_model` (its HTTP request schema), `read`, `fit_preprocessor`, `build_model` and
 `example_request`. With working defaults: `checks`, `forward` and `baselines`.
 Objective layer: `loss`, `eval_sums` and `eval_metrics` (each epoch's validation, summable across
-workers), `score_rows` and `split_metrics` (held-out evaluation), `summarize`, `answer` and
-`prediction_columns` (Serve and batch inference).
+workers), `score_rows` and `split_metrics` (held-out evaluation), `summarize`, `answer_batch` (and `answer`, one
+request) and `prediction_columns` (Serve and batch inference).
 
 A task imports nothing from the flow, tuning, serving or CLI modules: they call it. A `predictor`
 handed to it has `.model`, `.preprocessor`, `.run_id` and `.predict(raw_batch)` (numpy outputs).
@@ -104,9 +104,17 @@ class Task(ABC):
         """metrics.json's `test` and `val` (and any `baselines` taken from the candidates): the served one's."""
         return {"test": results[served]["test"], "val": results[served]["val"]}
 
-    @abstractmethod
     def answer(self, request: dict, predictor) -> dict[str, Any]:
         """The answer to one validated request (raises RequestError for a 422)."""
+        result = self.answer_batch([request], predictor)[0]
+        if isinstance(result, RequestError):
+            raise result
+        return result
+
+    @abstractmethod
+    def answer_batch(self, requests: list[dict], predictor) -> list[dict[str, Any] | RequestError]:
+        """Answers to several validated requests in order, each a dict or the RequestError that makes it a
+        422 (one bad request never fails the others). Serve's dynamic batching calls this."""
 
     @abstractmethod
     def prediction_columns(self, outputs: np.ndarray, preprocessor: Preprocessor) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.tasks.base import Task
+from pipeline.tasks.base import RequestError, Task
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -33,6 +33,21 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict[str, Any]
         "rows": int(len(y_true)),
         "per_class": {c: {k: float(v) for k, v in report[c].items()} for c in classes},
     }
+
+
+def concat_batches(batches: list) -> Any:
+    """Raw batches (data frames, or dicts of arrays) as one."""
+    if isinstance(batches[0], pd.DataFrame):
+        return pd.concat(batches, ignore_index=True) if len(batches) > 1 else batches[0]
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+
+def batch_rows(batch: Any) -> int:
+    return len(batch) if isinstance(batch, pd.DataFrame) else len(next(iter(batch.values())))
+
+
+def request_fields(request: dict) -> list[str]:
+    return [k for k, v in request.items() if v is not None] or list(request)
 
 
 class ClassificationTask(Task):
@@ -83,17 +98,45 @@ class ClassificationTask(Task):
         return metrics
 
     # --- answers ------------------------------------------------------------------------------------
-    def answer(self, request, predictor):
+    def answer_batch(self, requests, predictor):
+        """One forward pass for every valid request's rows; each answer is cut from it in order."""
         prep = predictor.preprocessor
-        batch = self.request_to_batch(request, prep)
+        results: list[Any] = []
+        batches = []
+        for request in requests:
+            try:
+                batches.append(self.request_to_batch(request, prep))
+                results.append(None)
+            except RequestError as exc:
+                results.append(exc)
+        if batches:
+            outputs = predictor.predict(concat_batches(batches))
+            start = 0
+            valid = iter(batches)
+            for i, request in enumerate(requests):
+                if results[i] is not None:
+                    continue
+                batch = next(valid)
+                rows = outputs[start:start + batch_rows(batch)]
+                start += len(rows)
+                if not np.isfinite(rows).all():  # finite inputs can still overflow the model's float32
+                    results[i] = RequestError(f"{', '.join(sorted(request_fields(request)))}: values too large for the model "
+                                              "to score (its outputs are not finite numbers)")
+                    continue
+                results[i] = {**self.respond(batch, self.label_predictions(rows, prep), prep), "task": self.name,
+                              "run_id": predictor.run_id}
+        return results
+
+    @staticmethod
+    def label_predictions(logits: np.ndarray, prep) -> list[dict]:
         predictions = []
-        for probs in softmax(predictor.predict(batch)):
+        for probs in softmax(logits):
             best = int(np.argmax(probs))
             predictions.append({"label": prep.labels.classes[best], "probability": float(probs[best]),
                                 "probabilities": {c: float(p) for c, p in zip(prep.labels.classes, probs)}})
-        return {**self.respond(batch, predictions), "task": self.name, "run_id": predictor.run_id}
+        return predictions
 
-    def respond(self, batch, predictions: list[dict]) -> dict[str, Any]:
+    def respond(self, batch, predictions: list[dict], preprocessor) -> dict[str, Any]:
         return predictions[0]
 
     def prediction_columns(self, outputs, preprocessor):

@@ -7,14 +7,13 @@ digits, an image folder `root/<class>/*.png`, or Parquet / .npz files with `imag
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import posixpath
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from pipeline.config import DataConfig, PipelineConfig, Section
 from pipeline.data.features import LabelEncoder, Preprocessor, fit_partials, merge_moments, moments
@@ -22,6 +21,8 @@ from pipeline.errors import DataError
 from pipeline.models.cnn import CNN
 from pipeline.tasks.base import RequestError
 from pipeline.tasks.classification import ClassificationTask
+
+MAX_PNG_PIXELS = 4096 * 4096  # a PNG request's largest image, checked before decoding
 
 
 class ImageOptions(Section):
@@ -57,6 +58,8 @@ class ImageConfig(PipelineConfig):
 class ImageRequest(BaseModel):
     """One image: `pixels` as rows of numbers (or one flat list), or a base64-encoded PNG."""
 
+    model_config = ConfigDict(extra="forbid")
+
     pixels: list[Any] | None = Field(None, description="rows of pixel values (HxW), or one flat list of H*W values")
     image_png_base64: str | None = Field(None, description="a PNG file, base64-encoded; resized to the model's input")
 
@@ -67,10 +70,11 @@ class ImageRequest(BaseModel):
             return value
         try:
             array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
             raise ValueError("pixels must be a list of numbers or a list of equally long rows of numbers") from None
-        if not np.isfinite(array).all():
-            raise ValueError("pixels must be finite numbers (no NaN or infinity)")
+        with np.errstate(over="ignore"):
+            if not np.isfinite(array.astype(np.float32)).all():
+                raise ValueError("pixels must be finite numbers within float32 range (no NaN, infinity or |x| > 3.4e38)")
         return array.tolist()
 
     @model_validator(mode="after")
@@ -276,14 +280,24 @@ def infer_options(cfg: ImageConfig, ds) -> None:
 
 
 def decode_png(data: str, shape: tuple, pixel_max: float) -> np.ndarray:
-    """Base64 PNG -> array of the model's shape, rescaled from 0..255 to the training pixel range."""
-    from PIL import Image, UnidentifiedImageError
+    """Base64 PNG -> array of the model's shape, rescaled from 0..255 to the training pixel range.
+
+    The pixel count in the header is checked before any pixel is decoded (a small file can claim a huge
+    image); any decoder failure is the input's fault and answers 422."""
+    from PIL import Image
 
     try:
         raw = base64.b64decode(data, validate=True)
         image = Image.open(io.BytesIO(raw))
+        width, height = image.size
+        if width * height > MAX_PNG_PIXELS:
+            raise RequestError(f"image_png_base64: {width}x{height} pixels, more than the limit of {MAX_PNG_PIXELS:,}")
         image.load()
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+    except RequestError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own limit, checked while reading the header
+        raise RequestError(f"image_png_base64: the image is larger than the limit of {MAX_PNG_PIXELS:,} pixels") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types (SyntaxError, EOFError, DecompressionBombError, ...)
         raise RequestError(f"image_png_base64: not a base64-encoded image ({type(exc).__name__})") from None
     image = image.convert("RGB" if len(shape) == 3 else "L")
     if image.size != (shape[1], shape[0]):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from pipeline.config import DataConfig, PipelineConfig, Section, TableOptions
 from pipeline.data.ingest import read_dataset
@@ -67,7 +67,9 @@ class RecommenderConfig(PipelineConfig):
 class RecommendRequest(BaseModel):
     """A known user's id, or a new user's genre preferences (genre -> weight in [0, 1])."""
 
-    user_id: int | None = Field(None, description="a user id from the training data")
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="a user id from the training data")
     genres: dict[str, float] | None = Field(None, description='for a new user, e.g. {"Comedy": 1.0, "Drama": 0.5}')
     k: int = Field(10, ge=1, le=100, description="how many movies")
 
@@ -148,7 +150,16 @@ class RecommenderTask(RankingTask):
         return {"popularity": {k: v for k, v in scores.items() if k != "rows"}}
 
     # --- serving -----------------------------------------------------------------------------------------
-    def answer(self, request, predictor):
+    def answer_batch(self, requests, predictor):
+        answers = []
+        for request in requests:  # each request scores every movie: already a batch of its own
+            try:
+                answers.append(self.recommend(request, predictor))
+            except RequestError as exc:
+                answers.append(exc)
+        return answers
+
+    def recommend(self, request, predictor):
         prep: InteractionFeatures = predictor.preprocessor
         if request.get("genres") is not None:
             unknown = sorted(set(request["genres"]) - set(prep.s["genre_vocab"]))
@@ -173,9 +184,11 @@ class RecommenderTask(RankingTask):
                 vector = torch.from_numpy(prep.profile_from_preferences(request["genres"]))
                 profile = vector.expand(len(items), -1)
                 response["method"] = "model_from_genres" if predictor.model.uses_features else "popular_in_genres"
-            with torch.no_grad():
+            with torch.inference_mode():
                 if predictor.model.uses_features or known:
-                    scores = predictor.model(user, torch.from_numpy(items), profile).float().numpy()
+                    device = predictor.device
+                    scores = predictor.model(user.to(device), torch.from_numpy(items).to(device),
+                                             None if profile is None else profile.to(device)).float().cpu().numpy()
                 else:  # a model without item features: popularity weighted by the preferred genres
                     weights = prep.genre_matrix()[1:] @ prep.profile_from_preferences(request["genres"])
                     scores = weights * np.log1p(prep.popularity_scores()[1:])

@@ -6,6 +6,8 @@ Any CSV/TSV/Parquet/JSON-lines table works with a schema, cleaning rules and lab
 
 from __future__ import annotations
 
+import math
+
 from importlib import resources
 from typing import Any, Literal
 
@@ -14,7 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt, model_validator
 
 from pipeline.config import PipelineConfig, Section, problem
-from pipeline.data.features import TableFeatures, to_numbers
+from pipeline.data.features import TableFeatures
 from pipeline.data.ingest import read_dataset
 from pipeline.data.rules import imputation
 from pipeline.data.split import HOLDOUT_COLUMN
@@ -101,6 +103,22 @@ def table_features(cfg: PipelineConfig) -> TableFeatures:
                          imputation(cfg.data))
 
 
+def is_float32(value: Any) -> bool:
+    """A number (or numeric string) that float32 features hold: finite and |x| <= 3.4e38."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return math.isfinite(number) and abs(number) <= float(np.finfo(np.float32).max)
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class TabularTask(ClassificationTask):
     name = "tabular"
     config_class = TabularConfig
@@ -126,9 +144,11 @@ class TabularTask(ClassificationTask):
         if unknown:
             problems.append(f"unknown field(s): {', '.join(unknown)}")
         for col in preprocessor.numeric:
-            value = request.get(col)
-            if col in request and value is not None and not np.isfinite(to_numbers([value])).all():
-                problems.append(f"{col}: expected a finite number, got {value!r}")
+            if request.get(col) is not None and not is_float32(request[col]):
+                problems.append(f"{col}: expected a finite number within float32 range, got {short_repr(request[col])}")
+        for col in preprocessor.categorical:
+            if request.get(col) is not None and not isinstance(request[col], (str, int, float)):
+                problems.append(f"{col}: expected a string or a number, got {type(request[col]).__name__}")
         for col in expected:
             if col in request and request[col] is None and col not in preprocessor.imputation:
                 problems.append(f"{col}: a value is required")

@@ -11,7 +11,7 @@ from importlib import resources
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, Field, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
 
 from pipeline.config import PipelineConfig, Section
 from pipeline.data.ingest import read_dataset
@@ -21,6 +21,7 @@ from pipeline.tasks.base import RequestError, source_schema
 from pipeline.tasks.classification import ClassificationTask, classification_metrics
 
 SOURCES = {"amazon_cells_labelled.txt": "amazon", "imdb_labelled.txt": "imdb", "yelp_labelled.txt": "yelp"}
+MAX_TEXTS = 256  # texts in one request
 
 
 class TextFeatureSettings(Section):
@@ -50,8 +51,10 @@ class TextConfig(PipelineConfig):
 class TextRequest(BaseModel):
     """One text (`text`) or several (`texts`)."""
 
-    text: str | None = Field(None, description="one text to classify")
-    texts: list[str] | None = Field(None, description="several texts, answered in order", max_length=256)
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, description="one text to classify (at most the model's max_chars characters)")
+    texts: list[str] | None = Field(None, description="several texts, answered in order", max_length=MAX_TEXTS)
 
     @model_validator(mode="after")
     def exactly_one(self):
@@ -118,9 +121,18 @@ class TextTask(ClassificationTask):
                 raise RequestError(f"{where}: {len(text)} characters, more than the limit of {preprocessor.max_chars}")
         return pd.DataFrame({preprocessor.text_column: texts})
 
-    def respond(self, batch, predictions):
-        texts = batch[batch.columns[0]]
-        return {"predictions": [{"text": t, "label": p["label"], "probability": p["probability"]} for t, p in zip(texts, predictions)]}
+    def respond(self, batch, predictions, preprocessor: TextFeatures):
+        """Each text's label and probability, and how many of its words the model knows: with none
+        (another script, only punctuation) the label is null and a note says why, not a guess."""
+        answers = []
+        for text, p in zip(batch[preprocessor.text_column], predictions):
+            known = preprocessor.known_tokens(text)
+            answer = {"text": text, "label": p["label"], "probability": p["probability"], "known_tokens": known}
+            if known == 0:
+                answer.update(label=None, probability=None,
+                              note="no word of this text is in the model's vocabulary, so it cannot be classified")
+            answers.append(answer)
+        return {"predictions": answers}
 
     def example_request(self):
         return {"texts": ["The food was great and the staff friendly.", "Terrible battery, it died after a day."]}, "positive, negative"

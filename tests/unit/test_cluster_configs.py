@@ -9,11 +9,13 @@ import pytest
 import ray
 import yaml
 
+from pipeline.tasks import task_names
+
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 REPO = CLUSTER.parent
 LAUNCHER_CONFIGS = ["aws.yaml", "gcp.yaml"]
 MANIFESTS = ["raycluster.yaml", "rayjob.yaml", "rayservice.yaml"]
-APP_ARGS = {"registry", "tasks", "reload_interval_s", "replica_cpus", "shared_storage"}
+APP_ARGS = {"task", "registry", "tasks", "settings", "shared_storage"}
 IMAGE_WORKDIR = "/app"  # where the Dockerfile puts the project
 
 
@@ -86,11 +88,19 @@ def test_serve_configs_pass_serves_schema_and_import_the_app_builder():
 
     for config in serve_configs():
         schema = ServeDeploySchema.model_validate(config)
+        task_apps = {}
         for app in schema.applications:
             module, attr = app.import_path.split(":")
-            assert callable(getattr(importlib.import_module(module), attr))
+            builder = getattr(importlib.import_module(module), attr)
             assert set(app.args) <= APP_ARGS
-            assert app.args["registry"].startswith("s3://")  # shared storage: replicas may sit on any node
+            builder(app.args)  # builds the application: the settings validate, the task exists
+            if "task" in app.args:
+                assert app.args["registry"].startswith("s3://")  # shared storage: replicas may sit on any node
+                assert app.name == f"pipeline-{app.args['task']}" and app.route_prefix == f"/{app.args['task']}"
+                task_apps[app.args["task"]] = app
+            else:
+                gateway = app
+        assert gateway.route_prefix == "/" and sorted(gateway.args["tasks"]) == sorted(task_apps) == sorted(task_names())
 
 
 @pytest.mark.parametrize("name", MANIFESTS)

@@ -133,7 +133,7 @@ def test_tabular_request_errors_name_fields():
     task = TabularTask()
     with pytest.raises(RequestError, match="missing field\\(s\\): gain; unknown field\\(s\\): salary"):
         task.request_to_batch({"age": 3, "job": "a", "salary": 1}, prep)
-    with pytest.raises(RequestError, match="age: expected a finite number, got 'old'"):
+    with pytest.raises(RequestError, match="age: expected a finite number within float32 range, got 'old'"):
         task.request_to_batch({"age": "old", "gain": 1, "job": "a"}, prep)
     with pytest.raises(RequestError, match="gain: a value is required"):
         task.request_to_batch({"age": None, "gain": None, "job": "a"}, prep)  # age may be imputed, gain not
