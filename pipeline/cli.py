@@ -104,6 +104,16 @@ def serve_settings(args: argparse.Namespace, preset: dict | None = None):
     return load_serve_settings(args.serve_config, {key: getattr(args, flag) for flag, key in SERVE_FLAGS.items()}, preset)
 
 
+def concurrency_range(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give MIN,MAX actors, e.g. 1,4") from None
+    if len(parts) not in (1, 2) or not 1 <= parts[0] <= parts[-1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: give MIN,MAX actors with 1 <= MIN <= MAX, e.g. 1,4")
+    return parts[0], parts[-1]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description="End-to-end deep-learning pipeline on Ray.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -164,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("task", choices=task_names())
     batch.add_argument("--input", required=True, help="input path or URI (same formats as --data)")
     batch.add_argument("--output", required=True, help="output directory or URI (Parquet)")
-    batch.add_argument("--format", default="auto")
+    batch.add_argument("--format", default="auto", help="auto (from the extension), parquet, csv, json (JSON lines), ...")
+    batch.add_argument("--concurrency", type=concurrency_range, default=(1, 1), metavar="MIN,MAX",
+                       help="actors in the prediction pool, each holding the model (one number: a fixed pool)")
+    batch.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per prediction actor (fractions share one)")
+    batch.add_argument("--batch-size", type=int, default=1024, help="rows per forward pass")
     batch.add_argument("--registry")
     batch.add_argument("--model", help="a model directory or URI instead of the production model")
     batch.add_argument("--address")
@@ -336,7 +350,7 @@ def cmd_batch_predict(args: argparse.Namespace) -> int:
     model = resolve_model(args.task, args.registry, args.model)
     output = storage.resolve(args.output)
     require_shared_storage({"--output": output, "--model" if args.model else "--registry": model}, args.shared_storage)
-    rows = batch_predict(args.task, model, args.input, output, args.format)
+    rows = batch_predict(args.task, model, args.input, output, args.format, args.concurrency, args.num_gpus, args.batch_size)
     print(f"wrote predictions for {rows:,} rows to {args.output}")
     return 0
 

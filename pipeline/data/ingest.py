@@ -23,11 +23,11 @@ FORMATS = ("csv", "tsv", "parquet", "json", "text", "images", "numpy")
 
 def resolve_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
     """Expands a path, directory or glob into files; raises DataError naming what is missing."""
+    from pipeline import storage
+
     try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-    except (pafs.ArrowInvalid, ValueError):  # a plain relative path
-        fs, path = pafs.LocalFileSystem(), posixpath.abspath(uri)
-    except OSError as exc:
+        fs, path = storage.filesystem(uri)  # a relative path resolves against the working directory
+    except (OSError, ValueError) as exc:
         raise DataError(f"cannot open {uri}: {exc}") from None
     try:
         if any(ch in path for ch in "*?["):

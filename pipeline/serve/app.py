@@ -193,7 +193,7 @@ def build_gateway(tasks: list[str], settings: ServeSettings):
         bind_route(Gateway, api, "POST", f"/{name}/{get_task(name).route}", not_running(name),
                    summary=f"{name}: {get_task(name).route}")
     return serve.deployment(name="Gateway", num_replicas=1, max_ongoing_requests=256,
-                            ray_actor_options={"num_cpus": 0})(serve.ingress(api)(Gateway)).bind(tasks)
+                            ray_actor_options={"num_cpus": 0})(serve.ingress(api)(Gateway)).bind(sorted(tasks))
 
 
 def not_running(task_name: str):

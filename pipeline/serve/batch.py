@@ -6,9 +6,12 @@ from pipeline.errors import PipelineError
 
 
 def batch_predict(task_name: str, model_uri: str, input_uri: str, output_uri: str, fmt: str = "auto",
-                  actors: int = 1) -> int:
-    """Reads `input_uri` as the model was trained to read its data (the model's own config), with only
-    the model's input columns required, and writes the rows with prediction columns as Parquet."""
+                  concurrency: tuple[int, int] = (1, 1), num_gpus: float = 0.0, batch_size: int = 1024) -> int:
+    """Reads `input_uri` (Parquet, CSV, JSON lines, ... as the model was trained to read its data: the model's
+    own config, with only its input columns required) and writes the rows with prediction columns as Parquet.
+
+    An autoscaling pool of `concurrency` = (min, max) actors each loads the model once from `model_uri`
+    (a registry run at any storage URI); `num_gpus` per actor puts the forward pass on a GPU."""
     import ray.data
     from ray.data import ActorPoolStrategy
 
@@ -22,8 +25,12 @@ def batch_predict(task_name: str, model_uri: str, input_uri: str, output_uri: st
     cfg.data.source, cfg.data.format = input_uri, fmt
     inputs = load_model_preprocessor(model_uri).input_columns
     ds = task.read(cfg, columns=inputs)
-    predictions = ds.map_batches(PredictBatch, fn_constructor_args=(model_uri,), compute=ActorPoolStrategy(size=actors),
-                                 batch_size=1024, batch_format=task.batch_format)
+    low, high = concurrency
+    if not 1 <= low <= high:
+        raise PipelineError(f"--concurrency {low},{high}: give MIN,MAX with 1 <= MIN <= MAX")
+    predictions = ds.map_batches(PredictBatch, fn_constructor_args=(model_uri, "cuda" if num_gpus > 0 else "cpu"),
+                                 compute=ActorPoolStrategy(min_size=low, max_size=high), num_gpus=num_gpus or None,
+                                 batch_size=batch_size, batch_format=task.batch_format)
     predictions.write_parquet(output_uri)
     rows = ray.data.read_parquet(output_uri).count()
     if rows == 0:

@@ -24,6 +24,7 @@ class DeploymentSettings(Section):
     max_batch_size: PositiveInt
     batch_wait_timeout_s: NonNegativeFloat
     health_check_period_s: PositiveFloat
+    access_log: bool
 
     @model_validator(mode="after")
     def consistent(self):
@@ -45,6 +46,7 @@ class DeploymentSettings(Section):
             "max_queued_requests": self.max_queued_requests,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "health_check_period_s": self.health_check_period_s,
+            "logging_config": {"enable_access_log": self.access_log},
         }
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +13,11 @@ from tests.conftest import REPO, free_port, run_cli
 
 
 def request(url: str, payload=None) -> tuple[int, dict]:
-    data = None if payload is None else json.dumps(payload).encode()
+    return post_raw(url, None if payload is None else json.dumps(payload).encode())
+
+
+def post_raw(url: str, data: bytes | None) -> tuple[int, dict]:
+    """POSTs `data` as JSON (GET when None); (status, parsed body)."""
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as response:
@@ -45,6 +50,16 @@ def start_serve(cluster, registry, tasks: list[str], *args: str, env: dict | Non
         time.sleep(1)
     proc.kill()
     pytest.fail("Serve did not answer /healthz within 120 s")
+
+
+def stop_serve(proc: subprocess.Popen, timeout: float = 90) -> str | None:
+    """SIGINT to `pipeline serve` (it shuts Serve down); its output, or None when it had to be killed."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,9 @@
 and `pipeline serve` answers its route, with nothing in the pipeline changed."""
 
 import json
-import signal
-import subprocess
 
 from tests.conftest import run_cli
-from tests.e2e.conftest import request, start_serve
+from tests.e2e.conftest import request, start_serve, stop_serve
 
 TOY = {"PIPELINE_TASKS": "tests.workloads.toy"}
 
@@ -22,15 +20,11 @@ def test_a_toy_workload_trains_and_serves(ray_cluster, tmp_path):
 
     base, proc = start_serve(ray_cluster, registry, ["toy"], env=TOY)
     try:
-        assert request(base + "/healthz")[1]["tasks"] == ["toy"]
+        assert list(request(base + "/healthz")[1]["tasks"]) == ["toy"]
         status, body = request(base + "/toy/predict", {"x": 0.1, "y": -0.2})
         assert status == 200 and body["label"] == "inside" and body["run_id"] == metrics["run_id"], body
         assert request(base + "/toy/predict", {"x": 1.9, "y": 1.8})[1]["label"] == "outside"
         status, body = request(base + "/toy/predict", {"x": 0.1, "z": 1})
         assert status == 422 and "z" in json.dumps(body["detail"]) and "y" in json.dumps(body["detail"])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_serve(proc)

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import storage
 from tests.conftest import RAY, REPO, run_cli, start_head, start_ray_node, stop_ray_node
-from tests.e2e.conftest import request, start_serve
+from tests.e2e.conftest import request, start_serve, stop_serve
 
 BUCKET = "pipeline-multinode"
 S3 = f"s3://{BUCKET}"
@@ -147,8 +147,7 @@ def test_serve_answers_from_the_s3_registry(multi_node, resumed_run):
         status, body = request(base + "/models")
         assert body["models"][0]["run_id"] == resumed_run["metrics"]["run_id"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        stop_serve(proc)
 
 
 def test_batch_predictions_read_and_land_in_s3(multi_node, resumed_run):
