@@ -147,7 +147,14 @@ def run_serve_variant(args) -> None:
     deploy(Registry(args.registry), "127.0.0.1", port, list(ROUTES), settings, log=lambda *a, **k: None)
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz")
-        Path(args.out).write_text(json.dumps(measure(f"http://127.0.0.1:{port}", args, args.variant)))
+        rows = measure(f"http://127.0.0.1:{port}", args, args.variant)
+        import httpx
+
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).json()["tasks"]
+        for row in rows:  # over the whole run of the variant, warm-up included
+            row["mean_batch_size"] = health[row["task"]]["mean_batch_size"]
+        print(f"  {args.variant}: mean batch size " + ", ".join(f"{t} {h['mean_batch_size']}" for t, h in health.items()), flush=True)
+        Path(args.out).write_text(json.dumps(rows))
     finally:
         serve.shutdown()
         ray.shutdown()

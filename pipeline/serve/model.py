@@ -37,6 +37,7 @@ class ModelServer:
         self.error: str | None = None  # the last load or registry problem, None once resolved
         self.failed_run: str | None = None  # a run that did not load: not retried until the pointer moves
         self.checked_at: float | None = None
+        self.batches = self.requests = 0  # answered so far: their ratio is the mean batch size
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self.refresh()
@@ -90,6 +91,7 @@ class ModelServer:
             reason = self.error or "no production model yet"
             return [(503, f"task {self.task.name!r} has no model to serve: {reason}")] * len(payloads)
         answers = self.task.answer_batch(payloads, loaded.predictor)
+        self.batches, self.requests = self.batches + 1, self.requests + len(payloads)
         return [(422, str(a)) if isinstance(a, RequestError) else (200, a) for a in answers]
 
     def check(self, loaded: Loaded | None = None) -> None:
@@ -107,11 +109,16 @@ class ModelServer:
         state = "ok" if self.loaded and not self.error else "degraded" if self.loaded else "unavailable"
         return {"task": self.task.name, "status": state, "run_id": self.loaded.run_id if self.loaded else None,
                 "device": str(self.loaded.predictor.device) if self.loaded else None, "error": self.error,
-                "checked_at": self.checked_at}
+                "checked_at": self.checked_at, "requests": self.requests,
+                "mean_batch_size": round(self.requests / self.batches, 2) if self.batches else None}
 
     def info(self) -> dict[str, Any]:
         out = self.status()
         if self.loaded:
-            metrics = self.registry.metrics(self.task.name, self.loaded.run_id)
-            out["test"] = {k: v for k, v in metrics.get("test", {}).items() if isinstance(v, (int, float))}
+            try:
+                metrics = self.registry.metrics(self.task.name, self.loaded.run_id)
+            except Exception as exc:  # noqa: BLE001 - the model still serves; say why its metrics are missing
+                out["metrics_error"] = f"{type(exc).__name__}: {exc}"
+            else:
+                out["test"] = {k: v for k, v in metrics.get("test", {}).items() if isinstance(v, (int, float))}
         return out
