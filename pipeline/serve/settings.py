@@ -17,6 +17,8 @@ class DeploymentSettings(Section):
     min_replicas: NonNegativeInt
     max_replicas: PositiveInt
     target_ongoing_requests: PositiveFloat
+    upscale_delay_s: NonNegativeFloat
+    downscale_delay_s: NonNegativeFloat
     max_ongoing_requests: PositiveInt
     max_queued_requests: int
     num_cpus: NonNegativeFloat
@@ -41,7 +43,8 @@ class DeploymentSettings(Section):
         """Keyword arguments of `serve.deployment` / `.options`."""
         return {
             "autoscaling_config": {"min_replicas": self.min_replicas, "initial_replicas": max(self.min_replicas, 1),
-                                   "max_replicas": self.max_replicas, "target_ongoing_requests": self.target_ongoing_requests},
+                                   "max_replicas": self.max_replicas, "target_ongoing_requests": self.target_ongoing_requests,
+                                   "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s},
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},

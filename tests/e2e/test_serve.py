@@ -10,17 +10,19 @@ import subprocess
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import httpx
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tests.conftest import run_cli
+from tests.conftest import RAY, run_cli
 from pipeline.tasks import get_task
 from tests.e2e.conftest import post_raw, request, start_serve, stop_serve
 
@@ -376,3 +378,40 @@ def test_a_broken_model_answers_503_on_its_routes_while_the_others_serve(image_r
         assert request(base + "/healthz")[1]["status"] == "ok"
     finally:
         stop_serve(proc)
+
+
+def test_load_scales_a_task_out_to_more_replicas(image_run, ray_cluster, tmp_path):
+    """Autoscaling from the settings: sustained concurrent load on /image/predict adds a second replica."""
+    config = tmp_path / "serve.yaml"
+    config.write_text("deployment: {min_replicas: 1, max_replicas: 2, target_ongoing_requests: 1, upscale_delay_s: 1, max_batch_size: 1}\n")
+    base, proc = start_serve(ray_cluster, image_run["registry"], ["image"], "--serve-config", str(config))
+    pixels = load_digits().images[0].tolist()
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def client_loop():
+        with httpx.Client(timeout=60) as client:
+            for _ in range(5000):  # bounded
+                if stop.is_set():
+                    return
+                statuses.append(client.post(base + "/image/predict", json={"pixels": pixels}).status_code)
+
+    clients = [threading.Thread(target=client_loop) for _ in range(8)]
+    try:
+        for thread in clients:
+            thread.start()
+        for _ in range(90):
+            status = subprocess.run([str(Path(RAY).with_name("serve")), "status", "--address", ray_cluster.dashboard_url],
+                                    capture_output=True, text=True, timeout=60)
+            replicas = yaml.safe_load(status.stdout)["applications"]["pipeline-image"]["deployments"]["image-model"]["replica_states"]
+            if replicas.get("RUNNING", 0) >= 2:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"no second replica under load; last replica states: {replicas}")
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=120)
+        stop_serve(proc)
+    assert statuses and set(statuses) == {200}
