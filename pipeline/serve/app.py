@@ -216,21 +216,24 @@ def build_apps(registry_root: str, tasks: list[str] | None = None, settings: Ser
 
 # --- Serve config files (`serve deploy cluster/serve_config.yaml`, KubeRay RayService) -------------------
 
-def config_settings(args: dict[str, Any]) -> tuple[Registry, ServeSettings]:
+def registry_arg(args: dict[str, Any]) -> Registry:
     from pipeline.runtime import require_shared_storage
 
     registry = Registry(args.get("registry"))
     require_shared_storage({"registry": registry.root}, bool(args.get("shared_storage", False)))
-    return registry, load_serve_settings(base=args.get("settings") or {})
+    return registry
+
+
+def settings_arg(args: dict[str, Any]) -> ServeSettings:
+    return load_serve_settings(base=args.get("settings") or {})
 
 
 def task_app_builder(args: dict[str, Any]):
     """One task's application. args: task, registry (URI; on a multi-node cluster shared storage such as
     s3://..., or a mounted folder with shared_storage: true), settings (serve.yaml keys, any subset)."""
-    registry, settings = config_settings(args)
-    return build_task_app(args["task"], registry.root, settings)
+    return build_task_app(args["task"], registry_arg(args).root, settings_arg(args))
 
 
 def gateway_builder(args: dict[str, Any]):
     """The gateway application. args: tasks (list; default: every task), settings."""
-    return build_gateway(args.get("tasks") or task_names(), load_serve_settings(base=args.get("settings") or {}))
+    return build_gateway(args.get("tasks") or task_names(), settings_arg(args))

@@ -59,9 +59,10 @@ class ModelServer:
             if run_id is None:
                 self.error = None if serving else "no production model yet"
                 return
-            if run_id in (serving, self.failed_run):
-                if run_id == serving:
-                    self.error = None
+            if run_id == serving:
+                self.error = None
+                return
+            if run_id == self.failed_run:
                 return
             try:
                 from pipeline.predictor import Predictor

@@ -38,6 +38,12 @@ class RequestError(ValueError):
     """A request the model cannot answer; the message names the offending field (HTTP 422)."""
 
 
+def fits_float32(values) -> bool:
+    """Every value is finite once cast to float32, the dtype models read (NaN, infinity and |x| > 3.4e38 are not)."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.asarray(values, dtype=np.float64).astype(np.float32)).all())
+
+
 class Task(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[PipelineConfig]]

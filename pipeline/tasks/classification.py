@@ -102,27 +102,24 @@ class ClassificationTask(Task):
         """One forward pass for every valid request's rows; each answer is cut from it in order."""
         prep = predictor.preprocessor
         results: list[Any] = []
-        batches = []
-        for request in requests:
+        accepted = []  # (position in `requests`, raw rows)
+        for i, request in enumerate(requests):
             try:
-                batches.append(self.request_to_batch(request, prep))
+                accepted.append((i, self.request_to_batch(request, prep)))
                 results.append(None)
             except RequestError as exc:
                 results.append(exc)
-        if batches:
-            outputs = predictor.predict(concat_batches(batches))
-            start = 0
-            valid = iter(batches)
-            for i, request in enumerate(requests):
-                if results[i] is not None:
-                    continue
-                batch = next(valid)
-                rows = outputs[start:start + batch_rows(batch)]
-                start += len(rows)
-                if not np.isfinite(rows).all():  # finite inputs can still overflow the model's float32
-                    results[i] = RequestError(f"{', '.join(sorted(request_fields(request)))}: values too large for the model "
-                                              "to score (its outputs are not finite numbers)")
-                    continue
+        if not accepted:
+            return results
+        outputs = predictor.predict(concat_batches([batch for _, batch in accepted]))
+        start = 0
+        for i, batch in accepted:
+            rows = outputs[start:start + batch_rows(batch)]
+            start += len(rows)
+            if not np.isfinite(rows).all():  # finite inputs can still overflow the model's float32
+                results[i] = RequestError(f"{', '.join(sorted(request_fields(requests[i])))}: values too large for the model "
+                                          "to score (its outputs are not finite numbers)")
+            else:
                 results[i] = {**self.respond(batch, self.label_predictions(rows, prep), prep), "task": self.name,
                               "run_id": predictor.run_id}
         return results

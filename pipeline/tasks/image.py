@@ -19,7 +19,7 @@ from pipeline.config import DataConfig, PipelineConfig, Section
 from pipeline.data.features import LabelEncoder, Preprocessor, fit_partials, merge_moments, moments
 from pipeline.errors import DataError
 from pipeline.models.cnn import CNN
-from pipeline.tasks.base import RequestError
+from pipeline.tasks.base import RequestError, fits_float32
 from pipeline.tasks.classification import ClassificationTask
 
 MAX_PNG_PIXELS = 4096 * 4096  # a PNG request's largest image, checked before decoding
@@ -72,9 +72,8 @@ class ImageRequest(BaseModel):
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
             raise ValueError("pixels must be a list of numbers or a list of equally long rows of numbers") from None
-        with np.errstate(over="ignore"):
-            if not np.isfinite(array.astype(np.float32)).all():
-                raise ValueError("pixels must be finite numbers within float32 range (no NaN, infinity or |x| > 3.4e38)")
+        if not fits_float32(array):
+            raise ValueError("pixels must be finite numbers within float32 range (no NaN, infinity or |x| > 3.4e38)")
         return array.tolist()
 
     @model_validator(mode="after")
@@ -297,7 +296,7 @@ def decode_png(data: str, shape: tuple, pixel_max: float) -> np.ndarray:
         raise
     except Image.DecompressionBombError:  # Pillow's own limit, checked while reading the header
         raise RequestError(f"image_png_base64: the image is larger than the limit of {MAX_PNG_PIXELS:,} pixels") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types (SyntaxError, EOFError, DecompressionBombError, ...)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types (SyntaxError, EOFError, struct.error, ...)
         raise RequestError(f"image_png_base64: not a base64-encoded image ({type(exc).__name__})") from None
     image = image.convert("RGB" if len(shape) == 3 else "L")
     if image.size != (shape[1], shape[0]):

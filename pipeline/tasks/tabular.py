@@ -6,12 +6,10 @@ Any CSV/TSV/Parquet/JSON-lines table works with a schema, cleaning rules and lab
 
 from __future__ import annotations
 
-import math
 
 from importlib import resources
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt, model_validator
 
@@ -22,7 +20,7 @@ from pipeline.data.rules import imputation
 from pipeline.data.split import HOLDOUT_COLUMN
 from pipeline.errors import ConfigError
 from pipeline.models.mlp import MLP
-from pipeline.tasks.base import RequestError, source_schema
+from pipeline.tasks.base import RequestError, fits_float32, source_schema
 from pipeline.tasks.classification import ClassificationTask
 
 
@@ -108,10 +106,9 @@ def is_float32(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return False
     try:
-        number = float(value)
+        return fits_float32(float(value))
     except (TypeError, ValueError, OverflowError):
         return False
-    return math.isfinite(number) and abs(number) <= float(np.finfo(np.float32).max)
 
 
 def short_repr(value: Any, limit: int = 40) -> str:
