@@ -54,6 +54,7 @@ class TableOptions(Section):
     skip_rows: NonNegativeInt = 0  # lines to skip before the header (or the first row)
     delimiter: str | None = None  # null: from the format (comma, or tab for tsv)
     quote_char: str | None = '"'  # null: no quoting (fields may hold unbalanced quotes)
+    multiline: bool = False  # true: a quoted field may span lines (else each physical line is one record)
     na_values: list[str] = []  # read as missing, like blank fields
 
 

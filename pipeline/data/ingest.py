@@ -11,6 +11,7 @@ import posixpath
 import pyarrow.fs as pafs
 
 from pipeline.config import TableOptions
+from pipeline.data.schema import check_columns
 from pipeline.errors import DataError
 
 FORMAT_BY_EXTENSION = {
@@ -18,6 +19,8 @@ FORMAT_BY_EXTENSION = {
     ".jsonl": "json", ".txt": "text", ".npz": "numpy", ".npy": "numpy",
     ".png": "images", ".jpg": "images", ".jpeg": "images", ".bmp": "images", ".gif": "images",
 }
+HEAD_BYTES = 1 << 16  # read from each file to check its columns
+SAMPLE_LINES = 200  # lines of that head whose values decide whether a numeric column is mistyped
 FORMATS = ("csv", "tsv", "parquet", "json", "text", "images", "numpy")
 
 
@@ -72,13 +75,14 @@ def strip_compression(path: str) -> str:
 
 
 def read_dataset(uri: str, fmt: str = "auto", options: TableOptions | None = None, schema: dict[str, str] | None = None,
-                 image_mode: str = "L"):
+                 image_mode: str = "L", block_bytes: int | None = None):
     """Reads `uri` into a Ray Dataset.
 
     `options`: how to read CSV/TSV (column names, header, quoting) and which markers mean missing;
     `image_mode`: L (grey) or RGB for image files;
-    `schema` (column -> type) is checked before any Ray work: a source that lacks a declared column or
-    holds it in an incompatible type fails with one message listing every such column.
+    `schema` (column -> type) is checked against every file before any Ray work: a file that lacks a
+    declared column or holds it in an incompatible type fails with one message listing every such column;
+    `block_bytes`: how much of a CSV file one read step parses (results do not depend on it).
     """
     import ray.data
 
@@ -88,53 +92,103 @@ def read_dataset(uri: str, fmt: str = "auto", options: TableOptions | None = Non
     if fmt in ("csv", "tsv"):
         from pipeline.data.csv_source import CSVLayout, QuarantiningCSVDatasource
 
-        layout = CSVLayout(options, "\t" if fmt == "tsv" else ",")
-        if schema:
-            check_csv_schema(uri, fs, files[0], layout, schema, options.na_values)
+        layout = CSVLayout(options, "\t" if fmt == "tsv" else ",", **({"block_bytes": block_bytes} if block_bytes else {}))
+        found = each_file(files, lambda path: csv_columns(fs, path, layout, schema or {}, options.na_values))
+        for path, columns in found.items():
+            check_columns(path, columns, schema or {})
+        check_same_columns(found)
         return ray.data.read_datasource(QuarantiningCSVDatasource(files, layout, filesystem=fs))
     if fmt == "parquet":
         ds = ray.data.read_parquet(files, filesystem=fs)
+        found = each_file(files, lambda path: parquet_columns(fs, path))
     elif fmt == "json":
         ds = ray.data.read_json(files, filesystem=fs)  # newline-delimited JSON (pyarrow reader)
+        found = each_file(files, lambda path: json_columns(fs, path))
     elif fmt == "text":
-        ds = ray.data.read_text(files, filesystem=fs, include_paths=True)
+        return ray.data.read_text(files, filesystem=fs, include_paths=True)
     elif fmt == "images":
         return ray.data.read_images(files, filesystem=fs, include_paths=True, mode=image_mode)
     else:
         return read_numpy_arrays(fs, files)
-    if schema:
-        from pipeline.data.schema import arrow_kind, check_columns
-
-        arrow_schema = ds.schema().base_schema if hasattr(ds.schema(), "base_schema") else ds.schema()
-        check_columns(uri, {f.name: arrow_kind(f.type) for f in arrow_schema}, schema)
+    if schema:  # every file: one with a column missing or mistyped fails here, named
+        for path, columns in found.items():
+            check_columns(path, columns, schema)
     return ds
 
 
-def check_csv_schema(uri: str, fs, first_file: str, layout, schema: dict[str, str], na_values: list[str]) -> None:
-    """Column names from the header (or config), types from the first rows of the first file."""
-    import io
+def each_file(files: list[str], inspect) -> dict[str, dict[str, str]]:
+    """`inspect(path)` for every file (a few at a time: each is one small read), in file order."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    import pandas as pd
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        return dict(zip(files, pool.map(inspect, files)))
 
-    from pipeline.data.schema import NUMERIC, check_columns, coerce
 
-    with fs.open_input_stream(first_file) as fh:
-        head = fh.read(1 << 16)
-    names = layout.names_from_head(head, first_file)
-    lines = head.decode("utf-8", errors="replace").splitlines()[layout.lines_to_skip:-1][:200]
-    found = {name: "string" for name in names}
+def check_same_columns(found: dict[str, dict[str, str]]) -> None:
+    """Delimited files of one source must name the same columns in the same order."""
+    (first, columns), *rest = found.items()
+    for path, other in rest:
+        if list(other) != list(columns):
+            raise DataError(f"{path} has columns {', '.join(other)}, but {first} has {', '.join(columns)}; "
+                            "every file of a source needs the same header")
+
+
+def csv_columns(fs, path: str, layout, schema: dict[str, str], na_values: list[str]) -> dict[str, str]:
+    """Column names from the header (or config); a declared numeric column in which no value of the
+    first lines parses as a number is reported as `text` (mistyped)."""
+    import pyarrow as pa
+
+    from pipeline.data.csv_source import BOM, RecordParser, physical_lines
+    from pipeline.data.schema import NUMERIC, coerce
+
     try:
-        sample = pd.read_csv(io.StringIO("\n".join(lines)), names=names, header=None, dtype=str,
-                             sep=layout.delimiter, quoting=3 if layout.quote_char is False else 0, on_bad_lines="skip")
-    except (ValueError, pd.errors.ParserError):
-        sample = pd.DataFrame(columns=names)
+        with fs.open_input_stream(path) as fh:
+            head = fh.read(HEAD_BYTES).removeprefix(BOM)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {first_line(exc)}") from None
+    names = layout.names_from_head(head, path)
+    lines = head.split(b"\n")[layout.lines_to_skip:-1][:SAMPLE_LINES]
+    found = {name: "string" for name in names}
+    if not lines:
+        return found
+    sample = RecordParser(layout, names, path).parse(physical_lines(b"\n".join(lines)), 0, 1).to_pandas()
     for column, kind in schema.items():
         if kind in NUMERIC and column in sample and len(sample):
             _, bad = coerce(sample[column], kind, set(na_values))
             present = sample[column].notna().to_numpy()
             if present.any() and bad[present].all():  # not one value is a number: the column is mistyped
                 found[column] = "text"
-    check_columns(uri, found, schema)
+    return found
+
+
+def parquet_columns(fs, path: str) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    from pipeline.data.schema import arrow_kind
+
+    try:
+        return {f.name: arrow_kind(f.type) for f in pq.read_schema(path, filesystem=fs)}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as Parquet: {first_line(exc)}") from None
+
+
+def json_columns(fs, path: str) -> dict[str, str]:
+    """The columns of the first lines of a JSON-lines file, as pyarrow infers them."""
+    import io
+
+    import pyarrow.json as pajson
+
+    from pipeline.data.schema import arrow_kind
+
+    try:
+        with fs.open_input_stream(path) as fh:
+            head = fh.read(HEAD_BYTES)
+        lines = head.split(b"\n")
+        sample = b"\n".join(lines[:-1] if len(lines) > 1 else lines)
+        schema = pajson.read_json(io.BytesIO(sample)).schema if sample.strip() else []
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} as JSON lines: {first_line(exc)}") from None
+    return {f.name: arrow_kind(f.type) for f in schema}
 
 
 def read_numpy_arrays(fs: pafs.FileSystem, files: list[str]):

@@ -73,7 +73,8 @@ def test_messy_csv_rows_are_quarantined_with_reasons(tmp_path):
     malformed = quarantine[quarantine["reason"] == "malformed_row"]["_malformed"].tolist()
     assert any("line 4: expected 5 fields, got 3: 3,29,Paris" in m for m in malformed)
     duplicate = quarantine[quarantine["reason"] == "duplicate"]
-    assert duplicate["_record"].tolist() == [6]  # the later copy of id 2 goes; the first stays
+    assert duplicate["_record"].tolist() == [7]  # the later copy of id 2 goes; the first stays
+    assert duplicate["_line"].tolist() == [9]  # records count malformed lines too; lines count the header
     on_disk = json.loads((tmp_path / "out" / "data_report.json").read_text())
     assert on_disk["nulls"]["age"] == 1
 

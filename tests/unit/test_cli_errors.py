@@ -34,3 +34,11 @@ def test_user_errors_are_found_inside_wrapped_exceptions():
     except RuntimeError as exc:
         assert find_user_error(exc) is original
     assert find_user_error(ValueError("bug")) is None
+
+
+def test_a_run_id_that_leaves_the_registry_is_refused(tmp_path, capsys):
+    assert main(["run", "image", "--run-id", "../..", "--registry", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid run id '../..'") and err.count("\n") == 1
+    assert main(["registry", "promote", "image", "../../text/runs/X", "--registry", str(tmp_path)]) == 2
+    assert "invalid run id" in capsys.readouterr().err
