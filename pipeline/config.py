@@ -167,6 +167,7 @@ class DataConfig(Section):
     format: Literal["auto", "csv", "tsv", "parquet", "json", "text", "images", "numpy"]
     options: TableOptions  # a task's config class narrows this to its own reader options
     columns: dict[str, ColumnType] = Field(alias="schema")  # declared column -> type
+    datetime_formats: dict[str, str] = {}  # datetime column -> strftime format or ISO8601 (else inferred per column)
     clean: dict[str, ColumnRules]
     dedup: list[str]  # key columns: later copies of a key are quarantined as duplicate
     labeling: LabelingConfig
@@ -186,6 +187,9 @@ class DataConfig(Section):
         for column in self.dedup:
             if column not in known:
                 raise problem("dedup", f"column {column!r} is not in data.schema ({listed})")
+        for column in self.datetime_formats:
+            if self.columns.get(column) != "datetime":
+                raise problem(f"datetime_formats.{column}", f"column {column!r} is not declared datetime in data.schema")
         for i, fn in enumerate(self.labeling.functions):
             if fn.column not in self.columns:
                 raise problem(f"labeling.functions[{i}].column", f"column {fn.column!r} is not in data.schema ({listed})")

@@ -15,6 +15,7 @@ from pipeline.data.clean import CleanResult, clean_dataset, null_counts, value_c
 from pipeline.data.features import fit_partials
 from pipeline.data.label import VOTE_PREFIX, labeling_partial, labeling_stats
 from pipeline.data.report import format_report, write_report
+from pipeline.data.rules import infer_datetime_formats
 from pipeline.data.split import SPLITS, split_dataset
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate_model
@@ -54,9 +55,14 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     watch = Stopwatch(log, task.name)
     ds = task.read(cfg)
     watch.lap(f"ingest: {cfg.data.source}" + (f" (+ test: {cfg.data.test_source})" if cfg.data.test_source else ""))
+    formats = infer_datetime_formats(ds, cfg.data) if cfg.data.columns else {}
+    if formats != cfg.data.datetime_formats:  # decided once per column, for every block alike
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"datetime_formats": formats})})
 
     clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None)
     report: dict[str, Any] = {"task": task.name, "source": cfg.data.source, **clean.summary()}
+    if formats:
+        report["datetime_formats"] = formats
     if cfg.data.columns:
         report["nulls"] = null_counts(clean.annotated, list(cfg.data.columns))
     lf_names = cfg.data.labeling.names

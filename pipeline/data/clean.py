@@ -3,7 +3,8 @@
 A step is a function `batch -> (batch, reasons)`: it may transform the batch (type coercion,
 labeling) and names a reason ("" where the row is fine) for each row it rejects. The first failing
 step names the row's reason. De-duplication on key columns runs after the steps, over the rows that
-passed. Counts always reconcile: rows_in == rows_kept + rows_quarantined.
+passed; a row missing a key value is never a duplicate (mark the column `required` to quarantine it).
+Counts always reconcile: rows_in == rows_kept + rows_quarantined.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pandas as pd
 from pipeline.data.split import stable_hash
 
 REASON_COLUMN = "reason"
-DEDUP_HASH = "_dedup_hash"
+DEDUP_HASH = "_dedup_hash"  # 0: the row has no complete key
+HASH_PRIME = np.uint64(0x100000001B3)
 Step = Callable[[Any], tuple[Any, np.ndarray]]
 
 
@@ -42,9 +44,38 @@ def annotate_batch(batch, steps: list[Step], dedup_keys: list[str] | None = None
         batch[REASON_COLUMN] = reasons.astype(str)
     else:
         batch[REASON_COLUMN] = pd.array(reasons.astype(str), dtype="string")
-        if dedup_keys:
-            batch[DEDUP_HASH] = stable_hash(batch[dedup_keys], 0)
+    if dedup_keys:
+        batch[DEDUP_HASH] = key_hash(batch, dedup_keys)
     return batch
+
+
+def key_hash(batch, keys: list[str]) -> np.ndarray:
+    """uint64 per row from its key values (0 where one is missing): table columns as pandas hashes
+    them, array columns (images) by their bytes."""
+    n = len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
+    combined = np.zeros(n, np.uint64)
+    missing = np.zeros(n, bool)
+    for key in keys:
+        values = batch[key]
+        array = values if isinstance(values, np.ndarray) else None
+        if array is not None and (array.ndim > 1 or array.dtype == object and n and isinstance(array[0], np.ndarray)):
+            hashes = array_row_hash(array)
+        else:
+            column = pd.Series(values)
+            missing |= column.isna().to_numpy(dtype=bool)
+            hashes = stable_hash(column.to_frame(), 0)
+        with np.errstate(over="ignore"):
+            combined = (combined ^ hashes) * HASH_PRIME
+    combined[combined == 0] = 1
+    combined[missing] = 0
+    return combined
+
+
+def array_row_hash(array: np.ndarray) -> np.ndarray:
+    """A hash of each row's shape, dtype and bytes (rows may be ragged: an object array of arrays)."""
+    rows = array if array.dtype == object else list(array)
+    described = [f"{row.dtype.str}{row.shape}".encode() + np.ascontiguousarray(row).tobytes() for row in rows]
+    return pd.util.hash_array(np.array(described, dtype=object), hash_key="0" * 16)
 
 
 @dataclass
@@ -91,6 +122,7 @@ def mark_duplicates(annotated):
 
     valid = annotated.filter(expr=f"{REASON_COLUMN} == ''").select_columns([DEDUP_HASH]).to_pandas()
     hashes = valid[DEDUP_HASH] if DEDUP_HASH in valid else pd.Series([], dtype=np.uint64)
+    hashes = hashes[hashes != 0]  # no complete key: never a duplicate
     repeated = np.unique(hashes[hashes.duplicated()].to_numpy(np.uint64))
     if not len(repeated):
         return annotated.drop_columns([DEDUP_HASH])

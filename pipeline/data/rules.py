@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ColumnRules, DataConfig
+from pipeline.config import ColumnRules, DataConfig, SplitConfig
 from pipeline.data.schema import as_text, coerce
 
 RANGE_OPS = {"gt": np.greater, "ge": np.greater_equal, "lt": np.less, "le": np.less_equal}
@@ -30,10 +30,11 @@ MALFORMED_COLUMN = "_malformed"  # set by the CSV reader on rows it could not pa
 
 
 class TypeStep:
-    """Normalises text ("?" and blanks -> missing) and coerces every declared column."""
+    """Normalises text ("?" and blanks -> missing) and coerces every declared column (datetime columns
+    with one format each, decided for the whole column: `infer_datetime_formats`)."""
 
-    def __init__(self, schema: dict[str, str], na_values: list[str]):
-        self.schema, self.na_values = schema, set(na_values)
+    def __init__(self, schema: dict[str, str], na_values: list[str], datetime_formats: dict[str, str] | None = None):
+        self.schema, self.na_values, self.datetime_formats = schema, set(na_values), datetime_formats or {}
 
     def __call__(self, batch: pd.DataFrame):
         reasons = np.full(len(batch), "", dtype=object)
@@ -41,7 +42,7 @@ class TypeStep:
             malformed = batch[MALFORMED_COLUMN].notna().to_numpy()
             reasons[malformed] = "malformed_row"
         for column, kind in self.schema.items():
-            values, bad = coerce(batch[column], kind, self.na_values)
+            values, bad = coerce(batch[column], kind, self.na_values, self.datetime_formats.get(column))
             batch[column] = values
             reasons[(reasons == "") & bad] = f"type:{column}"
         return batch, reasons
@@ -76,12 +77,55 @@ class RuleStep:
         return batch, reasons
 
 
+class PresentStep:
+    """Rows missing a column the split places them by (stratum, group, time) are quarantined as
+    `missing:<column>`, rather than sent to one split by default."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+
+    def __call__(self, batch):
+        reasons = np.full(len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch), "", dtype=object)
+        for column in self.columns:
+            if column in batch:
+                reasons[(reasons == "") & pd.isna(batch[column]).to_numpy(dtype=bool)] = f"missing:{column}"
+        return batch, reasons
+
+
 def rule_steps(data_cfg: DataConfig) -> list:
     steps: list = []
     if data_cfg.columns:
-        steps.append(TypeStep(data_cfg.columns, data_cfg.options.na_values))
+        steps.append(TypeStep(data_cfg.columns, data_cfg.options.na_values, data_cfg.datetime_formats))
     steps += [RuleStep(column, rules) for column, rules in data_cfg.clean.items()]
     return steps
+
+
+def split_columns(split: SplitConfig) -> list[str]:
+    """The columns a split method places rows by: a row must have each of them."""
+    wanted = {"stratified": [split.stratify], "grouped": [split.group], "temporal": [split.time],
+              "leave_last_out": [split.group, split.time]}.get(split.method, [])
+    return [c for c in wanted if c]
+
+
+def infer_datetime_formats(ds, data_cfg: DataConfig) -> dict[str, str]:
+    """One format per datetime column: the configured one, else the candidate that reads the most values
+    over the whole column (counted per block and summed, so blocks and files cannot change it)."""
+    from pipeline.data.features import fit_partials
+    from pipeline.data.schema import best_datetime_format, datetime_format_counts
+
+    formats = dict(data_cfg.datetime_formats)
+    columns = [c for c, kind in data_cfg.columns.items() if kind == "datetime" and c not in formats]
+    if not columns:
+        return formats
+    na_values = set(data_cfg.options.na_values)
+    partials = fit_partials(ds.select_columns(columns), lambda b: {c: datetime_format_counts(b[c], na_values) for c in columns})
+    for column in columns:
+        counts: dict[str, int] = {}
+        for part in partials:
+            for fmt, n in part[column].items():
+                counts[fmt] = counts.get(fmt, 0) + n
+        formats[column] = best_datetime_format(counts)
+    return formats
 
 
 def imputation(data_cfg: DataConfig) -> dict[str, dict[str, Any]]:

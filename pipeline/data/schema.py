@@ -66,35 +66,106 @@ def normalise_text(values: pd.Series, na_values: set[str]) -> pd.Series:
     return text.mask(text.isin(na_values) | (text == ""))
 
 
-def coerce(values: pd.Series, kind: str, na_values: set[str]) -> tuple[pd.Series, np.ndarray]:
-    """(coerced values, mask of values present but not coercible)."""
-    if kind in NUMERIC and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        present = values.notna().to_numpy()
-        out = values.astype("float64")
+INT64_MAX = 2**63 - 1
+EXACT_FLOAT_INT = 2**53  # beyond it a float no longer holds every whole number
+INTEGER_LITERAL = r"[+-]?[0-9]+"
+DATETIME_FORMATS = ("ISO8601", "%Y-%m-%d %H:%M:%S", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d/%m/%Y %H:%M",
+                    "%m/%d/%Y %H:%M", "%d-%b-%Y", "%d %b %Y", "%b %d %Y", "%Y%m%d")  # tried in this order
+
+
+def coerce(values: pd.Series, kind: str, na_values: set[str], datetime_format: str | None = None) -> tuple[pd.Series, np.ndarray]:
+    """(coerced values, mask of values present but not coercible). `int` values stay exact (Int64);
+    `datetime` values are read with one `datetime_format` (per column, not per batch)."""
+    if pd.api.types.is_bool_dtype(values):
+        text = values
+    elif kind in NUMERIC and pd.api.types.is_numeric_dtype(values):
+        return coerce_number(values, kind)
     else:
-        text = normalise_text(values, na_values) if not pd.api.types.is_bool_dtype(values) else values
-        present = text.notna().to_numpy()
-        if kind in ("string", "category"):
-            return text.astype("string"), np.zeros(len(values), bool)
-        if kind in NUMERIC:
-            out = pd.to_numeric(text, errors="coerce").astype("float64")
-        elif kind == "bool":
-            lowered = text.astype("string").str.lower()
-            out = lowered.map({"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False})
-            return out.astype("boolean"), present & out.isna().to_numpy()
-        else:  # datetime
-            out = pd.to_datetime(text, errors="coerce", utc=True)
-            return out, present & out.isna().to_numpy()
-    bad = present & ~np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan))
+        text = normalise_text(values, na_values)
+    present = text.notna().to_numpy()
+    if kind in ("string", "category"):
+        return text.astype("string"), np.zeros(len(values), bool)
     if kind == "int":
-        whole = np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan))
-        fractional = whole & (np.mod(out.fillna(0).to_numpy(), 1) != 0)
-        bad |= fractional
-    return out, bad
+        return parse_int(text.astype("string"), present)
+    if kind == "float":
+        out = pd.to_numeric(text, errors="coerce").astype("float64")
+        return out, present & ~np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan))
+    if kind == "bool":
+        lowered = text.astype("string").str.lower()
+        out = lowered.map({"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False})
+        return out.astype("boolean"), present & out.isna().to_numpy()
+    out = parse_datetime(text, datetime_format or "ISO8601")
+    return out, present & out.isna().to_numpy()
+
+
+def coerce_number(values: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
+    """An already numeric column (Parquet, JSON): ints stay exact; a float must be finite (and whole, for int)."""
+    if kind == "int" and pd.api.types.is_integer_dtype(values):
+        return values.astype("Int64"), np.zeros(len(values), bool)  # uint64 beyond int64 fails the cast: a clear error
+    numbers = values.astype("float64")
+    finite = np.isfinite(numbers.to_numpy(dtype="float64", na_value=np.nan))
+    bad = values.notna().to_numpy() & ~finite
+    if kind == "float":
+        return numbers, bad
+    return whole_numbers(numbers, bad)
+
+
+def whole_numbers(numbers: pd.Series, bad: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Floats that hold whole numbers exactly (|x| <= 2**53) as Int64; others are bad."""
+    raw = numbers.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(raw) & (np.mod(np.nan_to_num(raw), 1) == 0) & (np.abs(raw) <= EXACT_FLOAT_INT)
+    bad = bad | (~np.isnan(raw) & ~ok)
+    out = pd.array(np.where(ok, raw, 0).astype(np.int64), dtype="Int64")
+    out[~ok] = pd.NA
+    return pd.Series(out, index=numbers.index), bad
+
+
+def parse_int(text: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Integer literals exactly (any size within int64); other numbers only when whole and exact as floats."""
+    literal = text.str.fullmatch(INTEGER_LITERAL).to_numpy(dtype=bool, na_value=False)
+    digits = text.str.lstrip("+-").str.lstrip("0").str.len().to_numpy(dtype=np.int64, na_value=0)
+    in_range = literal & (digits <= 18)  # certainly within int64: exact through Arrow's cast
+    out = pd.array([pd.NA] * len(text), dtype="Int64")
+    if in_range.any():
+        import pyarrow as pa
+
+        literals = text[in_range].str.removeprefix("+").to_numpy(dtype=object)  # Arrow reads "-5", not "+5"
+        out[in_range] = pa.array(literals, pa.string()).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(literal & ~in_range):  # 19+ digits: rare, checked against int64's bounds exactly
+        number = int(text.iloc[i])
+        if -INT64_MAX - 1 <= number <= INT64_MAX:
+            out[i] = number
+    bad = present & literal & pd.isna(out)
+    other = present & ~literal
+    if other.any():
+        numbers, other_bad = whole_numbers(pd.to_numeric(text[other], errors="coerce").astype("float64"),
+                                           np.zeros(int(other.sum()), bool))
+        out[other] = numbers.array
+        bad[other] = other_bad | numbers.isna().to_numpy()
+    return pd.Series(out, index=text.index), bad
+
+
+def parse_datetime(text: pd.Series, datetime_format: str) -> pd.Series:
+    return pd.to_datetime(text, errors="coerce", utc=True, format=datetime_format)
+
+
+def datetime_format_counts(values: pd.Series, na_values: set[str], formats=DATETIME_FORMATS) -> dict[str, int]:
+    """How many present values each candidate format reads: summed over blocks, this decides one
+    format per column whatever the blocks."""
+    text = normalise_text(values, na_values).dropna()
+    return {fmt: int(parse_datetime(text, fmt).notna().sum()) for fmt in formats}
+
+
+def best_datetime_format(counts: dict[str, int]) -> str:
+    """The format that reads the most values; ties go to the earlier candidate."""
+    return max(DATETIME_FORMATS, key=lambda fmt: (counts.get(fmt, 0), -DATETIME_FORMATS.index(fmt)))
 
 
 def as_text(values: pd.Series) -> pd.Series:
     """Values as text for matching config lists: whole numbers without a trailing ".0"."""
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("string")  # exact, however large
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.astype("float64")
         whole = numbers.notna() & (numbers % 1 == 0)

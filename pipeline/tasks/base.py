@@ -70,13 +70,17 @@ class Task(ABC):
         """A request for the demo and docs, with the answer a good model gives (or None)."""
 
     def checks(self, cfg: PipelineConfig) -> list[Step]:
-        """Cleaning steps: the configured type coercion and column rules, then the labeling functions."""
+        """Cleaning steps: the configured type coercion and column rules, the labeling functions, then
+        the columns every candidate's split needs."""
         from pipeline.data.label import LabelingStep
-        from pipeline.data.rules import rule_steps
+        from pipeline.data.rules import PresentStep, rule_steps, split_columns
 
         steps = rule_steps(cfg.data)
         if cfg.data.labeling.functions:
             steps.append(LabelingStep(cfg.data.labeling))
+        needed = list(dict.fromkeys(c for _, candidate in cfg.candidate_configs() for c in split_columns(candidate.data.split)))
+        if needed:
+            steps.append(PresentStep(needed))
         return steps
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
