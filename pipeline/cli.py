@@ -218,17 +218,17 @@ def load_run_config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import storage
     from pipeline.flow import new_run_id, run_pipeline
-    from pipeline.registry import Registry
+    from pipeline.registry import Registry, check_name
     from pipeline.runtime import init_ray, require_shared_storage
 
     cfg = load_run_config(args)
-    run_id = args.run_id or new_run_id(args.task)
+    run_id = check_name(args.run_id) if args.run_id else new_run_id(args.task)
     output = args.output or os.path.join("runs", run_id)
     registry = Registry(args.registry)
     init_ray(args.address, verbose=args.verbose)
     require_shared_storage({"--output": output, "--registry": registry.root}, args.shared_storage)
     metrics = run_pipeline(cfg, output, registry, promote=not args.no_promote, run_id=run_id)
-    print(f"metrics: {storage.join(metrics['output_dir'], 'metrics.json')}")
+    print(f"metrics: {storage.redact(storage.join(metrics['output_dir'], 'metrics.json'))}")
     return 0
 
 
@@ -390,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         user_error = find_user_error(exc)
         if user_error is None:
             raise
-        print(f"error: {user_error}", file=sys.stderr)
+        from pipeline.storage import redact
+
+        print(f"error: {redact(str(user_error))}", file=sys.stderr)
         return 2
 
 

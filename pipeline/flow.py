@@ -19,7 +19,7 @@ from pipeline.data.rules import infer_datetime_formats
 from pipeline.data.split import SPLITS, split_dataset
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate_model
-from pipeline.registry import Registry
+from pipeline.registry import Registry, check_name
 from pipeline.tasks import get_task
 from pipeline.tasks.base import Task
 
@@ -48,9 +48,25 @@ class Stopwatch:
         self.started = now
 
 
+def redacting(log: Log) -> Log:
+    """`log` with credentials in URIs replaced by `***`."""
+    return log if getattr(log, "redacts", False) else _Redacting(log)
+
+
+class _Redacting:
+    redacts = True
+
+    def __init__(self, log: Log):
+        self.log = log
+
+    def __call__(self, message: str) -> None:
+        self.log(storage.redact(message))
+
+
 def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = print) -> PreparedData:
     """ingest -> clean (type coercion, rules, labeling, de-duplication) -> split, with the data report
     (written, with the quarantine, to `output_dir`: any storage URI)."""
+    log = redacting(log)
     storage.make_dirs(output_dir)
     watch = Stopwatch(log, task.name)
     ds = task.read(cfg)
@@ -60,7 +76,7 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"datetime_formats": formats})})
 
     clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None)
-    report: dict[str, Any] = {"task": task.name, "source": cfg.data.source, **clean.summary()}
+    report: dict[str, Any] = {"task": task.name, "source": storage.redact(cfg.data.source), **clean.summary()}
     if formats:
         report["datetime_formats"] = formats
     if cfg.data.columns:
@@ -72,7 +88,7 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
         report["labeling"] = labeling_stats(partials, lf_names)
     kept = clean.kept.drop_columns([VOTE_PREFIX + n for n in lf_names]) if lf_names else clean.kept
     quarantine_path = write_quarantine(clean, storage.join(output_dir, "quarantine"))
-    report["quarantine_path"] = quarantine_path
+    report["quarantine_path"] = storage.redact(quarantine_path)
     watch.lap(f"clean: kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}")
     if clean.rows_kept == 0:
         raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
@@ -200,9 +216,12 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     from pipeline.train.trainer import fit
 
     started = time.perf_counter()
+    log = redacting(log)
     task = get_task(cfg.task)
     output_dir = storage.resolve(output_dir)
-    run_id = run_id or new_run_id(task.name)
+    run_id = check_name(run_id) if run_id else new_run_id(task.name)
+    registry = registry or Registry()
+    registry.check_new(task.name, run_id)  # before any work: registered runs are never overwritten
     prepared = prepare_data(task, cfg, output_dir, log)
     counts = prepared.report["splits"]
     if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
@@ -255,7 +274,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     extra = {"candidates": {name: {k: r[k] for k in ("val", "test")} for name, r in results.items()}} if several else {}
     metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baselines, served, chosen["train"],
                           started, output_dir, **extra)
-    register(task, run_id, model_dir, metrics, registry or Registry(), promote, log)
+    register(task, run_id, model_dir, metrics, registry, promote, log)
     return metrics
 
 

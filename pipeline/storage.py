@@ -12,6 +12,8 @@ import io
 import json
 import os
 import posixpath
+import re
+import uuid
 from typing import Any, Callable, TypeVar
 
 import pyarrow.fs as pafs
@@ -29,9 +31,24 @@ def clear_errors(fn: F) -> F:
         try:
             return fn(uri, *args, **kwargs)
         except (OSError, ValueError) as exc:
-            raise StorageError(f"{uri if isinstance(uri, str) else uri[1]}: {exc}") from exc
+            raise StorageError(redact(f"{uri if isinstance(uri, str) else uri[1]}: {exc}")) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+SECRET_PARAMETER = re.compile(r"([?&][^=&\s'\"]*(?:key|secret|token|password|credential|signature)[^=&\s'\"]*=)[^&\s'\"]*",
+                              re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with credentials inside URIs (`s3://KEY:SECRET@bucket`, `?secret_key=...`) replaced by `***`:
+    for logs, reports, metrics.json and error messages."""
+    return SECRET_PARAMETER.sub(r"\1***", USERINFO.sub(r"\1***@", str(text)))
+
+
+def redact_bytes(data: bytes) -> bytes:
+    return redact(data.decode()).encode()
 
 
 def is_remote(uri: str) -> bool:
@@ -93,7 +110,8 @@ def write_bytes(uri: str, data: bytes) -> None:
     `production.json`) never sees half a file; object stores publish an object only once it is complete."""
     fs, path = filesystem(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    target = path + ".tmp" if isinstance(fs, pafs.LocalFileSystem) else path
+    # A name of its own per write: concurrent writers of one file (two promotions) never share a temporary.
+    target = f"{path}.{uuid.uuid4().hex[:12]}.tmp" if isinstance(fs, pafs.LocalFileSystem) else path
     with fs.open_output_stream(target) as fh:
         fh.write(data)
     if target != path:
@@ -101,14 +119,15 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def write_text(uri: str, text: str) -> None:
-    write_bytes(uri, text.encode())
+    """Text artifacts (JSON, YAML, CSV) never carry credentials: URIs in them are redacted."""
+    write_bytes(uri, redact(text).encode())
 
 
 def write_json(uri: str, obj: Any) -> None:
-    write_text(uri, json.dumps(obj, indent=2, default=_json_default))
+    write_text(uri, json.dumps(obj, indent=2, default=json_default))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     if hasattr(obj, "tolist"):
@@ -143,6 +162,14 @@ def copy_dir(src: str | tuple[pafs.FileSystem, str], dst: str) -> None:
     delete_dir(dst)
     dst_fs.create_dir(dst_path, recursive=True)
     pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
+
+
+@clear_errors
+def rename(src: str, dst: str) -> None:
+    """Moves `src` to `dst` on one filesystem (a rename on local disks: all at once)."""
+    fs, src_path = filesystem(src)
+    _, dst_path = filesystem(dst)
+    fs.move(src_path, dst_path)
 
 
 @clear_errors

@@ -154,12 +154,13 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.logger.tensorboardx import TBXLoggerCallback
 
-    from pipeline.flow import SplitCache, new_run_id, prepare_data
+    from pipeline.flow import SplitCache, new_run_id, prepare_data, redacting
     from pipeline.registry import Registry
     from pipeline.tasks import get_task
     from pipeline.train.trainer import loop_config
 
     opts.validate()
+    log = redacting(log)
     started = time.perf_counter()
     task = get_task(task_name)
     output_dir = storage.resolve(output_dir)

@@ -4,7 +4,8 @@ Users and items get indices (0 = unknown); items come from the catalog (e.g. mov
 genres) plus any rated item. Item genres become a multi-hot matrix; a user's profile is the mean
 genre vector of the items they rated in the training split. Popularity counts come from the training
 split. For ranking evaluation each held-out row gets `n_negatives` items the user never rated
-(anywhere in the data), sampled deterministically from the seed, user and item.
+(anywhere in the data), sampled deterministically from the seed, user and item; a user who left
+fewer unrated items than that is skipped (counted as `skipped_rows` in the metrics).
 """
 
 from __future__ import annotations
@@ -128,11 +129,19 @@ class InteractionFeatures(Preprocessor):
     def rated(self, user_id: int) -> set:
         return self.history_sets.get(int(user_id), set())
 
-    def negatives_for(self, user_id: int, item_id: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, int(user_id), int(item_id)])
+    def negatives_for(self, user_id: int, item_id: int) -> np.ndarray | None:
+        """`n_negatives` distinct items the user never rated, or None when there are not that many
+        (the row is then left out of ranking metrics and counted as skipped)."""
         excluded = {int(x) for x in self.item_index(list(self.rated(user_id)))} | {0}
+        available = self.n_items + 1 - len(excluded)
+        if available < self.n_negatives:
+            return None
+        rng = np.random.default_rng([self.seed, int(user_id), int(item_id)])
+        if available < 4 * self.n_negatives:  # few left: draw from them directly rather than by rejection
+            pool = np.setdiff1d(np.arange(1, self.n_items + 1), np.fromiter(excluded, np.int64))
+            return rng.choice(pool, self.n_negatives, replace=False).astype(np.int64)
         chosen: list[int] = []
-        while len(chosen) < self.n_negatives:
+        while len(chosen) < self.n_negatives:  # ends fast: at least 3 of 4 draws are unrated
             for candidate in rng.integers(1, self.n_items + 1, self.n_negatives * 2):
                 if int(candidate) not in excluded:
                     excluded.add(int(candidate))
@@ -147,10 +156,13 @@ class InteractionFeatures(Preprocessor):
                "item": self.item_index(batch[self.item_column]).astype(np.int64)}
         if with_target:
             out["rating"] = pd.to_numeric(pd.Series(batch[self.rating_column])).to_numpy(np.float32)
-        if negatives:
+        if negatives:  # `has_negatives` false: the user rated too much of the catalog to rank against it
             users, items = np.asarray(batch[self.user_column]), np.asarray(batch[self.item_column])
-            out["negatives"] = (np.stack([self.negatives_for(u, i) for u, i in zip(users, items)])
+            sampled = [self.negatives_for(u, i) for u, i in zip(users, items)]
+            none = np.zeros(self.n_negatives, np.int64)
+            out["negatives"] = (np.stack([none if s is None else s for s in sampled])
                                 if len(users) else np.zeros((0, self.n_negatives), np.int64))
+            out["has_negatives"] = np.array([s is not None for s in sampled], dtype=bool)
         return out
 
     def transform_for(self, split: str):

@@ -25,12 +25,14 @@ from pipeline.tasks.base import Task
 K = 10
 
 
-def ranking_rows(scores: np.ndarray) -> dict[str, np.ndarray]:
+def ranking_rows(scores: np.ndarray, has_negatives: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """scores: (rows, 1 + negatives), the held-out item first. Per row: hit@10 and its NDCG@10 term
-    (ties count against the held-out item)."""
+    (ties count against the held-out item); rows without negatives count as `skipped` only."""
     rank = (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
-    hit = rank < K
-    return {"hits": hit.astype(np.float64), "ndcg": np.where(hit, 1.0 / np.log2(rank + 2), 0.0)}
+    ranked = np.ones(len(scores), bool) if has_negatives is None else np.asarray(has_negatives, bool)
+    hit = (rank < K) & ranked
+    return {"hits": hit.astype(np.float64), "ndcg": np.where(hit, 1.0 / np.log2(rank + 2), 0.0),
+            "skipped": (~ranked).astype(np.float64)}
 
 
 def rating_rows(errors):
@@ -43,14 +45,18 @@ def summed(rows: dict) -> dict[str, float]:
 
 
 def metrics_from_sums(sums: dict[str, float]) -> dict[str, float]:
-    rows = max(sums["rows"], 1.0)
     if "sq_err" in sums:
+        rows = max(sums["rows"], 1.0)
         return {"rmse": math.sqrt(sums["sq_err"] / rows), "mae": sums["abs_err"] / rows}
-    return {"hr@10": sums["hits"] / rows, "ndcg@10": sums["ndcg"] / rows}
+    ranked = max(sums["rows"] - sums.get("skipped", 0.0), 1.0)
+    out = {"hr@10": sums["hits"] / ranked, "ndcg@10": sums["ndcg"] / ranked}
+    if sums.get("skipped"):
+        out["skipped_rows"] = int(sums["skipped"])
+    return out
 
 
-def ranking_metrics(scores: np.ndarray) -> dict[str, float]:
-    return {**metrics_from_sums(summed(ranking_rows(scores))), "rows": int(len(scores))}
+def ranking_metrics(scores: np.ndarray, has_negatives: np.ndarray | None = None) -> dict[str, float]:
+    return {**metrics_from_sums(summed(ranking_rows(scores, has_negatives))), "rows": int(len(scores))}
 
 
 class RankingTask(Task):
@@ -80,7 +86,8 @@ class RankingTask(Task):
     def eval_sums(self, outputs, batch):
         if outputs.dim() == 1:
             return summed(rating_rows(outputs.float() - batch["rating"].float()))
-        return summed(ranking_rows(outputs.float().cpu().numpy()))
+        has = batch.get("has_negatives")
+        return summed(ranking_rows(outputs.float().cpu().numpy(), None if has is None else has.cpu().numpy()))
 
     def eval_metrics(self, sums):
         return metrics_from_sums(sums)
@@ -93,7 +100,7 @@ class RankingTask(Task):
         tensors = {k: torch.as_tensor(v) for k, v in features.items()}
         with torch.no_grad():
             outputs = self.forward(predictor.model, tensors).float().numpy()
-        return ranking_rows(outputs) if ranking else rating_rows(outputs - features["rating"])
+        return ranking_rows(outputs, features["has_negatives"]) if ranking else rating_rows(outputs - features["rating"])
 
     def split_metrics(self, rows: pd.DataFrame, preprocessor):
         return {**metrics_from_sums(summed({k: rows[k].to_numpy() for k in rows.columns})), "rows": int(len(rows))}

@@ -142,7 +142,7 @@ class RecommenderTask(RankingTask):
         if cfg.model.objective == "ranking":
             features = preprocessor.transform(test, with_target=True, negatives=True)
             candidates = np.concatenate([features["item"][:, None], features["negatives"]], axis=1)
-            scores = ranking_metrics(preprocessor.popularity_scores()[candidates])
+            scores = ranking_metrics(preprocessor.popularity_scores()[candidates], features["has_negatives"])
         else:
             means = preprocessor.s["item_mean_rating"]
             predicted = np.array([means.get(str(int(i)), preprocessor.s["global_mean"]) for i in test[preprocessor.item_column]])

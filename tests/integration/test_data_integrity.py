@@ -141,18 +141,28 @@ def test_rows_without_a_stratum_are_quarantined_not_sent_to_test(tmp_path):
 
 def test_negative_sampling_is_bounded_on_a_small_catalog():
     from pipeline.data.interactions import InteractionFeatures
+    from pipeline.tasks.ranking import ranking_metrics
 
-    prep = InteractionFeatures("u", "i", "r", n_negatives=100, eval_negatives=True, seed=0)
-    prep.s = {"users": [1, 2], "items": list(range(1, 51)), "history": {"1": [1, 2, 3], "2": [4]}}
-    prep._index()
-    done = {}
-    worker = threading.Thread(target=lambda: done.update(out=prep.transform(
-        {"u": np.array([1, 2]), "i": np.array([1, 4]), "r": np.array([4.0, 3.0])}, negatives=True)), daemon=True)
-    worker.start()
-    worker.join(timeout=20)
-    assert not worker.is_alive(), "negative sampling did not finish"
-    out = done["out"]
-    assert len(out["user"]) == 0 and out["skipped"] == 2  # 50 items cannot give 100 unrated negatives
+    def transform(n_negatives):
+        prep = InteractionFeatures("u", "i", "r", n_negatives=n_negatives, eval_negatives=True, seed=0)
+        prep.s = {"users": [1, 2], "items": list(range(1, 51)), "history": {"1": list(range(1, 12)), "2": [4]}}
+        prep._index()
+        done = {}
+        batch = {"u": np.array([1, 2]), "i": np.array([1, 4]), "r": np.array([4.0, 3.0])}
+        worker = threading.Thread(target=lambda: done.update(out=prep.transform(batch, negatives=True)), daemon=True)
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "negative sampling did not finish"
+        return done["out"]
+
+    out = transform(100)  # a 50-item catalog cannot give 100 unrated negatives: both rows are skipped
+    assert out["has_negatives"].tolist() == [False, False]
+    scores = np.random.default_rng(0).random((2, 101))
+    assert ranking_metrics(scores, out["has_negatives"]) == {"hr@10": 0.0, "ndcg@10": 0.0, "skipped_rows": 2, "rows": 2}
+    out = transform(45)  # user 1 has 39 unrated items (skipped), user 2 has 49: drawn from those, all distinct
+    assert out["has_negatives"].tolist() == [False, True]
+    negatives = out["negatives"][1]
+    assert len(set(negatives.tolist())) == 45 and 4 not in negatives and 0 not in negatives
 
 
 def test_credentials_in_a_uri_are_not_printed_or_stored(tmp_path, s3_server):
