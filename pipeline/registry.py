@@ -95,9 +95,9 @@ class Registry:
         if marker is None:
             state = "incomplete (its registration never finished)" if storage.exists(self.run_uri(task, run_id)) else "missing"
             raise PipelineError(f"no registered {task} model {run_id!r} in {storage.redact(self.root)}: the run is {state}")
-        if marker.get("task") != task or marker.get("run_id") != run_id:
-            raise PipelineError(f"run {run_id!r} under {task} is registered for task {marker.get('task')!r} as "
-                                f"{marker.get('run_id')!r}; promote it for its own task")
+        if marker.get("task") != task:  # e.g. a text run copied under image/runs
+            raise PipelineError(f"run {run_id!r} under {task} is registered for task {marker.get('task')!r}; "
+                                "promote it for its own task")
         pointer = {"run_id": run_id, "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         storage.write_text(storage.join(self.task_uri(task), "production.json"), json.dumps(pointer))
 

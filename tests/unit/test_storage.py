@@ -26,6 +26,27 @@ def test_writes_leave_no_temporary_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
 
 
+@pytest.mark.parametrize("uri, shown", [
+    ("s3://AKIAXYZ:wJalr%2FsecretKEY@bucket/data.csv", "s3://***@bucket/data.csv"),
+    ("s3://bucket/x?endpoint_override=h:9000&secret_key=abc&access_key=AK&session_token=t", "s3://bucket/x?endpoint_override=h:9000&secret_key=***&access_key=***&session_token=***"),
+    ("gs://user@bucket/x", "gs://***@bucket/x"),
+    ("/data/plain/path.csv", "/data/plain/path.csv"),
+    ("s3://bucket/plain/path.csv", "s3://bucket/plain/path.csv"),
+])
+def test_credentials_are_redacted(uri, shown, tmp_path):
+    assert storage.redact(uri) == shown
+    assert storage.redact(f"cannot read {uri} (no such key)") == f"cannot read {shown} (no such key)"
+    storage.write_json(str(tmp_path / "metrics.json"), {"data": {"source": uri}, "output_dir": uri})
+    written = (tmp_path / "metrics.json").read_text()
+    assert shown in written and (uri == shown or uri not in written)
+
+
+def test_a_storage_error_does_not_show_credentials():
+    with pytest.raises(StorageError) as caught:
+        storage.read_bytes("s3://KEY:TOPSECRET@no-such-bucket-here/x?endpoint_override=127.0.0.1:1&scheme=http")
+    assert "TOPSECRET" not in str(caught.value)
+
+
 def test_paths_and_uris_resolve(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert storage.resolve("runs/x") == str(tmp_path / "runs" / "x")
