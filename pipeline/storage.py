@@ -73,6 +73,15 @@ def filesystem(uri: str | tuple[pafs.FileSystem, str]) -> tuple[pafs.FileSystem,
     return pafs.FileSystem.from_uri(uri)
 
 
+def ray_storage(uri: str) -> tuple[str, pafs.FileSystem | None]:
+    """(storage_path, storage_filesystem) for Ray Train and Tune: the URI itself, or, when it carries
+    credentials, the bare path and its filesystem, so that Ray's own logs never show them."""
+    if is_remote(uri) and redact(uri) != uri:
+        fs, path = filesystem(uri)
+        return path, fs
+    return uri, None
+
+
 def join(uri: str, *parts: str) -> str:
     return posixpath.join(str(uri), *parts) if is_remote(uri) else os.path.join(str(uri), *parts)
 

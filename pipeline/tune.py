@@ -185,19 +185,20 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     sweep_storage = storage.resolve(opts.storage or storage.join(output_dir, "tune"))
     experiment = opts.name or f"{task_name}-tune"
     path = storage.join(sweep_storage, experiment)
+    ray_path, ray_fs = storage.ray_storage(path)  # credentials in the URI stay out of Tune's logs
     trainable = tune.with_parameters(tune_trial, datasets=features, loop_base=loop_base, workers=opts.workers_per_trial,
                                      resources=resources, experiment_uri=path)
     # A multi-worker trial only coordinates; its Ray Train workers hold the CPUs and GPUs (Tune needs
     # some resource in the request: one byte of memory).
     trainable = tune.with_resources(trainable, resources if opts.workers_per_trial == 1 else {"cpu": 0, "memory": 1})
 
-    if opts.resume and tune.Tuner.can_restore(path):
+    if opts.resume and tune.Tuner.can_restore(ray_path, storage_filesystem=ray_fs):
         log(f"[tune] resuming the sweep in {path}")
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(ray_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=ray_fs)
     else:
         if opts.resume:
             log(f"[tune] nothing to resume in {path}; starting a new sweep")
-        elif tune.Tuner.can_restore(path):
+        elif tune.Tuner.can_restore(ray_path, storage_filesystem=ray_fs):
             raise PipelineError(f"a sweep already exists in {path}: pass --resume to continue it, or another --name / --output")
         callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), TBXLoggerCallback()]
         mlflow = mlflow_callback(opts, experiment, output_dir)
@@ -209,7 +210,8 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=make_scheduler(opts, base, metric, mode),
                                         search_alg=make_searcher(opts, metric, mode), num_samples=1 if opts.search == "grid" else opts.num_samples,
                                         max_concurrent_trials=opts.max_concurrent, time_budget_s=opts.time_budget_s),
-            run_config=tune.RunConfig(name=experiment, storage_path=sweep_storage, callbacks=callbacks, verbose=1,
+            run_config=tune.RunConfig(name=experiment, storage_path=storage.ray_storage(sweep_storage)[0],
+                                      storage_filesystem=ray_fs, callbacks=callbacks, verbose=1,
                                       # PBT copies checkpoints between trials: keep them all (they are small).
                                       checkpoint_config=tune.CheckpointConfig(
                                           num_to_keep=None if opts.scheduler == "pbt" else 2,

@@ -51,10 +51,14 @@ class CSVLayout:
     def lines_to_skip(self) -> int:
         return self.skip_rows + (1 if self.header else 0)
 
+    @property
+    def dialect(self) -> dict:
+        return {"delimiter": self.delimiter, "quotechar": self.quote_char or '"',
+                "quoting": pycsv.QUOTE_NONE if self.quote_char is False else pycsv.QUOTE_MINIMAL}
+
     def parse_line(self, text: str) -> list[str]:
         """One line's fields, as Python's csv module reads that line alone."""
-        quoting = pycsv.QUOTE_NONE if self.quote_char is False else pycsv.QUOTE_MINIMAL
-        return next(pycsv.reader([text], delimiter=self.delimiter, quotechar=self.quote_char or '"', quoting=quoting), [])
+        return next(pycsv.reader([text], **self.dialect), [])
 
     def names_from_head(self, head: bytes, path: str) -> list[str]:
         """Column names: from the config, or the header line at the start of `head`."""
@@ -70,75 +74,196 @@ class CSVLayout:
         return names
 
 
-def physical_lines(chunk: bytes) -> pa.Array:
-    """The lines of `chunk` (binary, without `\\n` and one trailing `\\r`)."""
-    lines = pc.split_pattern(pa.array([chunk], pa.binary()), "\n").flatten()
-    return pc.replace_substring_regex(lines, "\r$", "")
-
-
 class RecordParser:
-    """Turns complete lines of one file into a table of text columns plus `_source/_record/_line/_malformed`."""
+    """Turns a chunk of whole lines of one file into a table of text columns plus
+    `_source/_record/_line/_malformed`.
+
+    A chunk without the quote character and without a carriage return inside a line is split by
+    pyarrow's CSV parser with quoting off (it cannot join lines then); any other chunk goes line by
+    line through Python's `csv` module, the dialect's definition."""
 
     def __init__(self, layout: CSVLayout, names: list[str], path: str):
         self.layout, self.names, self.path = layout, names, path
 
-    def parse(self, lines: pa.Array, first_record: int, first_line: int) -> pa.Table:
-        line_numbers = np.arange(first_line, first_line + len(lines))
-        records = pc.not_equal(pc.binary_length(lines), 0).to_numpy(zero_copy_only=False)  # blank lines are not records
-        lines, line_numbers = lines.filter(pa.array(records)), line_numbers[records]
-        n, ncols = len(lines), len(self.names)
-        problems = np.full(n, None, dtype=object)
-        utf8_ok = valid_utf8(lines)
-        stray_cr = pc.match_substring(lines, "\r").to_numpy(zero_copy_only=False)
-        quoted = (pc.match_substring(lines, self.layout.quote_char).to_numpy(zero_copy_only=False)
-                  if self.layout.quote_char else np.zeros(n, bool))
-        plain = utf8_ok & ~stray_cr & ~quoted
-        plain_at, other_at = np.flatnonzero(plain), np.flatnonzero(~plain)
-        plain_columns = self.split_plain(lines.filter(pa.array(plain)), problems, plain_at, line_numbers, lines)
-        other_values: list[list] = [[None] * len(other_at) for _ in range(ncols)]
-        for k, i in enumerate(other_at):  # lines with a quote (or a problem): Python's csv module
-            raw = lines[i].as_py()
-            if not utf8_ok[i]:
-                problems[i] = describe(line_numbers[i], "invalid UTF-8", raw)
-            elif stray_cr[i]:
-                problems[i] = describe(line_numbers[i], "a carriage return inside the line", raw)
+    def parse(self, chunk: bytes, first_record: int, first_line: int) -> pa.Table:
+        buffer = np.frombuffer(chunk, np.uint8)
+        ends = np.flatnonzero(buffer == 10)  # each line's end
+        starts, stops = np.r_[0, ends + 1], np.r_[ends, len(chunk)]
+        crlf = np.zeros(len(starts), bool)
+        crlf[stops > starts] = buffer[stops[stops > starts] - 1] == 13
+        nonblank = stops - starts - crlf > 0  # blank lines are not records
+        record_lines = np.flatnonzero(nonblank) + first_line
+        if not len(record_lines):
+            table = pa.table({**{name: pa.array([], pa.string()) for name in self.names}, "_malformed": pa.array([], pa.string())})
+        else:
+            # Lines holding a quote, or a carriage return that does not end them, need Python's csv module.
+            quote = self.layout.quote_char
+            if quote and len(quote.encode()) > 1:  # a multi-byte quote character: every line to Python
+                marks = starts[nonblank]
             else:
-                fields = self.layout.parse_line(raw.decode("utf-8"))
-                if len(fields) != ncols:
-                    problems[i] = describe(line_numbers[i], f"expected {ncols} fields, got {len(fields)}", raw)
-                else:
-                    for j, value in enumerate(fields):
-                        other_values[j][k] = value
-        # Both parts back in line order: position i takes plain value p or other value len(plain_at) + k.
-        order = np.empty(n, np.int64)
-        order[plain_at], order[other_at] = np.arange(len(plain_at)), len(plain_at) + np.arange(len(other_at))
-        out = {}
-        for j, name in enumerate(self.names):
-            parts = pa.concat_arrays([plain_columns[j], pa.array(other_values[j], pa.string())])
-            out[name] = parts if not len(other_at) else parts.take(pa.array(order))
-        out.update({"_source": pa.array([self.path] * n, pa.string()),
-                    "_record": pa.array(np.arange(first_record, first_record + n), pa.int64()),
-                    "_line": pa.array(line_numbers, pa.int64()),
-                    "_malformed": pa.array(problems, pa.string())})
-        return pa.table(out)
+                marks = np.flatnonzero(buffer == ord(quote)) if quote else np.array([], np.int64)
+            carriage = np.setdiff1d(np.flatnonzero(buffer == 13), stops[crlf] - 1)
+            slow = np.zeros(len(starts), bool)
+            slow[np.searchsorted(starts, np.r_[marks, carriage], side="right") - 1] = True
+            table = self.parse_runs(chunk, starts, stops - crlf, nonblank, slow, record_lines)
+        n = table.num_rows
+        return table.append_column("_source", pa.array([self.path] * n, pa.string())) \
+            .append_column("_record", pa.array(np.arange(first_record, first_record + n), pa.int64())) \
+            .append_column("_line", pa.array(record_lines, pa.int64()))
 
-    def split_plain(self, lines: pa.Array, problems: np.ndarray, positions: np.ndarray, line_numbers: np.ndarray,
-                    all_lines: pa.Array) -> list[pa.Array]:
-        """Lines without quotes, split at the delimiter by Arrow kernels: one string column per name,
-        aligned with `lines`; a line with the wrong field count is malformed (its fields null)."""
+    def parse_runs(self, chunk: bytes, starts, stops, nonblank, slow, record_lines) -> pa.Table:
+        """Runs of plain lines through pyarrow (quoting off), the other lines through Python's csv
+        module, put back in line order. A chunk that is not valid UTF-8 goes through Python whole."""
+        record_of = np.cumsum(nonblank) - 1  # physical line -> record index
+        if not is_utf8(chunk):
+            slow = nonblank.copy()
+        slow_lines = np.flatnonzero(slow & nonblank)
+        parts, order_parts = [], []
+        edges = np.r_[-1, slow_lines, len(starts)]
+        for left, right in zip(edges[:-1] + 1, edges[1:]):  # plain lines left..right-1
+            records = record_of[left:right][nonblank[left:right]]
+            if not len(records):
+                continue
+            table = self.parse_plain(chunk[starts[left]:stops[right - 1]], record_lines[records])
+            if table is None:  # pyarrow did not give one row per line: leave it to Python
+                table = self.parse_lines([chunk[starts[p]:stops[p]] for p in range(left, right) if nonblank[p]],
+                                         record_lines[records])
+            parts.append(table)
+            order_parts.append(records)
+        if len(slow_lines):
+            parts.append(self.parse_lines([chunk[starts[p]:stops[p]] for p in slow_lines], record_lines[record_of[slow_lines]]))
+            order_parts.append(record_of[slow_lines])
+        if len(parts) == 1:
+            return parts[0]
+        position = np.empty(len(record_lines), np.int64)  # record i is row position[i] of the parts concatenated
+        position[np.concatenate(order_parts)] = np.arange(len(record_lines))
+        return pa.concat_tables(parts).take(pa.array(position))
+
+    def parse_plain(self, chunk: bytes, record_lines: np.ndarray) -> pa.Table | None:
+        """pyarrow's parser with quoting off: one row per non-blank line, or None to fall back."""
+        from pyarrow import csv
+
+        records = len(record_lines)
+        invalid: list = []
+        table = csv.read_csv(
+            pa.BufferReader(chunk),
+            read_options=csv.ReadOptions(column_names=self.names, use_threads=False, block_size=max(len(chunk) + 1, 1 << 20)),
+            parse_options=csv.ParseOptions(delimiter=self.layout.delimiter, quote_char=False,
+                                           invalid_row_handler=lambda row: invalid.append(row) or "skip"),
+            # Text columns: the chunk was checked to be valid UTF-8 (and pyarrow parses binary ones slower).
+            convert_options=csv.ConvertOptions(column_types={n: pa.string() for n in self.names}, strings_can_be_null=False))
+        numbers = [row.number for row in invalid]
+        if table.num_rows + len(invalid) != records or any(k is None or k < 1 for k in numbers):
+            return None  # not one row per record: let the line-by-line path decide
+        problems: list[str | None] = [None] * records
+        parsed = np.ones(records, bool)  # records pyarrow returned as rows (in order)
+        for row in invalid:  # pyarrow numbers the non-blank rows from 1: the record index + 1
+            k = row.number - 1
+            parsed[k] = False
+            problems[k] = describe(record_lines[k], f"expected {len(self.names)} fields, got {row.actual_columns}", row.text)
+        if not invalid:
+            return table.append_column("_malformed", pa.nulls(records, pa.string()))
+        index = pa.array(np.where(parsed, np.cumsum(parsed) - 1, table.num_rows))  # malformed: the null at the end
+        columns = {name: pa.concat_arrays([table.column(name).combine_chunks(), pa.nulls(1, pa.string())]).take(index)
+                   for name in self.names}
+        return pa.table({**columns, "_malformed": pa.array(problems, pa.string())})
+
+    def parse_lines(self, lines: list[bytes], record_lines: np.ndarray) -> pa.Table:
+        """Non-blank lines through Python's csv module, each line on its own (the dialect's definition).
+
+        One reader runs over all lines; where it joined lines (a quote left open), those lines are read
+        again one at a time. The fields of good rows travel to Arrow as one newline-joined text (no field
+        holds a newline), split by an Arrow kernel."""
+        import gc
+
         ncols = len(self.names)
-        if not len(lines):
+        problems: list[str | None] = [None] * len(lines)
+        joined = b"\n".join(lines)
+        if is_utf8(joined):
+            texts: list[str | None] = joined.decode("utf-8").split("\n")
+        else:
+            texts = [decoded(raw) for raw in lines]
+        for i, text in enumerate(texts):
+            if text is None:
+                problems[i] = describe(record_lines[i], "invalid UTF-8", lines[i])
+            elif "\r" in text:
+                problems[i] = describe(record_lines[i], "a carriage return inside the line", lines[i])
+                texts[i] = None
+        candidates = [i for i, text in enumerate(texts) if text is not None]
+        collecting = gc.isenabled()
+        gc.disable()  # millions of small lists: the cyclic collector would dominate the time
+        try:
+            parsed = self.fields_by_line([texts[i] for i in candidates])
+        finally:
+            if collecting:
+                gc.enable()
+        good: list[int] = []
+        flat: list[list[str]] = []
+        for i, fields in zip(candidates, parsed):
+            if isinstance(fields, str):
+                problems[i] = describe(record_lines[i], fields, lines[i])
+            elif len(fields) != ncols:
+                problems[i] = describe(record_lines[i], f"expected {ncols} fields, got {len(fields)}", lines[i])
+            else:
+                good.append(i)
+                flat.append(fields)
+        index = np.full(len(lines), len(good), np.int64)  # rows without fields point at the null
+        index[good] = np.arange(len(good))
+        columns = self.columns_from_rows(flat)
+        take = pa.array(index)
+        out = {name: pa.concat_arrays([columns[j], pa.nulls(1, pa.string())]).take(take) for j, name in enumerate(self.names)}
+        return pa.table({**out, "_malformed": pa.array(problems, pa.string())})
+
+    def fields_by_line(self, texts: list[str]) -> list:
+        """Per text: its fields as Python's csv reads that line alone, or a problem (str)."""
+        reader = pycsv.reader(iter(texts), **self.layout.dialect)
+        out: list = []
+        while len(out) < len(texts):
+            before = reader.line_num
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except pycsv.Error as exc:  # e.g. a field beyond the csv module's size limit
+                out.extend(str(exc) for _ in range(reader.line_num - before))
+                continue
+            if reader.line_num - before == 1:
+                out.append(fields)
+            else:  # a quote left open joined lines: read each of them alone
+                for text in texts[before:reader.line_num]:
+                    try:
+                        out.append(self.layout.parse_line(text))
+                    except pycsv.Error as exc:
+                        out.append(str(exc))
+        return out
+
+    def columns_from_rows(self, rows: list[list[str]]) -> list[pa.Array]:
+        """Rows of `ncols` strings as Arrow columns, without building one Python list per column."""
+        ncols = len(self.names)
+        if not rows:
             return [pa.array([], pa.string()) for _ in range(ncols)]
-        fields = pc.split_pattern(lines, self.layout.delimiter)
-        counts = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
-        good = counts == ncols
-        for k in np.flatnonzero(~good):
-            i = positions[k]
-            problems[i] = describe(line_numbers[i], f"expected {ncols} fields, got {counts[k]}", all_lines[i].as_py())
-        values = pa.concat_arrays([fields.values.cast(pa.string()), pa.nulls(1, pa.string())])  # UTF-8: checked per line
-        starts = fields.offsets.to_numpy()[:-1]
-        null_at = len(values) - 1
-        return [values.take(pa.array(np.where(good, starts + j, null_at))) for j in range(ncols)]
+        import itertools
+
+        text = "\n".join(itertools.chain.from_iterable(rows))
+        values = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten().cast(pa.string())
+        return [values.take(pa.array(np.arange(j, len(values), ncols))) for j in range(ncols)]
+
+
+def decoded(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def valid_utf8(lines: pa.Array) -> np.ndarray:
@@ -202,9 +327,8 @@ def read_lines(f, path: str, layout: CSVLayout) -> Iterator[pa.Table]:
                 if data:
                     continue
                 break
-        lines = physical_lines(chunk)
-        table = parser.parse(lines, record, lines_seen + 1)
-        lines_seen += len(lines)
+        table = parser.parse(chunk, record, lines_seen + 1)
+        lines_seen += chunk.count(b"\n") + 1
         record += table.num_rows
         if table.num_rows:
             yield table

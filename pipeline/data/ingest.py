@@ -136,9 +136,7 @@ def check_same_columns(found: dict[str, dict[str, str]]) -> None:
 def csv_columns(fs, path: str, layout, schema: dict[str, str], na_values: list[str]) -> dict[str, str]:
     """Column names from the header (or config); a declared numeric column in which no value of the
     first lines parses as a number is reported as `text` (mistyped)."""
-    import pyarrow as pa
-
-    from pipeline.data.csv_source import BOM, RecordParser, physical_lines
+    from pipeline.data.csv_source import BOM, RecordParser
     from pipeline.data.schema import NUMERIC, coerce
 
     try:
@@ -151,7 +149,7 @@ def csv_columns(fs, path: str, layout, schema: dict[str, str], na_values: list[s
     found = {name: "string" for name in names}
     if not lines:
         return found
-    sample = RecordParser(layout, names, path).parse(physical_lines(b"\n".join(lines)), 0, 1).to_pandas()
+    sample = RecordParser(layout, names, path).parse(b"\n".join(lines), 0, 1).to_pandas()
     for column, kind in schema.items():
         if kind in NUMERIC and column in sample and len(sample):
             _, bad = coerce(sample[column], kind, set(na_values))

@@ -17,6 +17,8 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("nulls"):
         nulls = {k: v for k, v in report["nulls"].items() if v}
         lines.append("  nulls per column (before cleaning): " + (", ".join(f"{k}={v}" for k, v in nulls.items()) or "none"))
+    if report.get("datetime_formats"):
+        lines.append("  datetime formats: " + ", ".join(f"{k}={v}" for k, v in report["datetime_formats"].items()))
     if report.get("splits"):
         lines.append("  " + "  ".join(f"{k}={v:,}" for k, v in report["splits"].items()))
     for split, balance in report.get("class_balance", {}).items():

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.train.checkpoint import HISTORY_FILE, checkpoint_json
 from pipeline.train.loop import train_loop_per_worker
@@ -32,6 +33,7 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], sto
     from ray.train.torch import TorchTrainer
 
     tc = cfg.train
+    storage_path, storage_filesystem = storage.ray_storage(storage_path)
     # Plain prints from the workers (one line per epoch), instead of Train re-logging each one.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # Each report waits for the controller's poll (2 s by default): with a checkpoint per epoch on
@@ -47,6 +49,7 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], sto
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=tc.checkpoints_to_keep, checkpoint_score_attribute=tc.metric, checkpoint_score_order=tc.mode
             ),

@@ -43,3 +43,15 @@ def test_the_block_size_changes_nothing(lines, small, large):
     (data,) = split_files(lines, 1)
     a, b = read(data, small), read(data, large)
     assert (a is None and b is None) or a.equals(b)
+
+
+def test_multiline_mode_lets_a_quoted_field_span_lines():
+    from pipeline.data.csv_source import read_multiline
+
+    data = b'id,text,n\n1,"two\nlines",3\n2,plain,4\n3,short\n'
+    layout = CSVLayout(TableOptions(multiline=True), ",")
+    rows = pa.concat_tables(list(read_multiline(pa.BufferReader(data), "f.csv", layout))).to_pylist()
+    assert [(r["id"], r["text"], r["_malformed"] is None) for r in rows] == [
+        ("1", "two\nlines", True), ("2", "plain", True), (None, None, False)]
+    default = read(data, 1 << 20).to_pylist()  # one record per line: the open quote costs its two lines
+    assert [r["_malformed"] is None for r in default] == [False, False, True, False]
