@@ -12,8 +12,9 @@ return inside it comes out as a row with `_malformed` set (line number, problem,
 fields, never dropped. Each row carries `_source` (file), `_record` (its index among the file's
 records) and `_line` (its physical line number, 1-based).
 
-Lines without a quote character are split by vectorised Arrow kernels; only lines holding one go
-through Python's `csv` module.
+Speed: runs of lines that hold no quote, or only whole quoted fields (checked by one RE2 match per
+line), go through pyarrow's parser, which cannot join lines then; only the other lines (a stray quote,
+a carriage return inside) go through Python's `csv` module, and are put back in line order.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class CSVLayout:
         return {"delimiter": self.delimiter, "quotechar": self.quote_char or '"',
                 "quoting": pycsv.QUOTE_NONE if self.quote_char is False else pycsv.QUOTE_MINIMAL}
 
+    @property
+    def whole_quoted_fields(self) -> str:
+        """A line (RE2) whose every field is plain text or one whole quoted field: pyarrow reads it as
+        Python's csv module does, and cannot carry a quote over to the next line."""
+        d, q = (re2_literal(c) for c in (self.delimiter, self.quote_char or '"'))
+        field = f"(?:[^{q}{d}\\n]*|{q}(?:[^{q}]|{q}{q})*{q})"
+        return f"^{field}(?:{d}{field})*$"
+
     def parse_line(self, text: str) -> list[str]:
         """One line's fields, as Python's csv module reads that line alone."""
         return next(pycsv.reader([text], **self.dialect), [])
@@ -76,11 +85,7 @@ class CSVLayout:
 
 class RecordParser:
     """Turns a chunk of whole lines of one file into a table of text columns plus
-    `_source/_record/_line/_malformed`.
-
-    A chunk without the quote character and without a carriage return inside a line is split by
-    pyarrow's CSV parser with quoting off (it cannot join lines then); any other chunk goes line by
-    line through Python's `csv` module, the dialect's definition."""
+    `_source/_record/_line/_malformed`."""
 
     def __init__(self, layout: CSVLayout, names: list[str], path: str):
         self.layout, self.names, self.path = layout, names, path
@@ -96,15 +101,23 @@ class RecordParser:
         if not len(record_lines):
             table = pa.table({**{name: pa.array([], pa.string()) for name in self.names}, "_malformed": pa.array([], pa.string())})
         else:
-            # Lines holding a quote, or a carriage return that does not end them, need Python's csv module.
+            # Lines with a carriage return inside, or quotes that do not form whole quoted fields
+            # ("a,""b"" c" is fine, 'a,"b' is not), need Python's csv module; pyarrow parses the rest.
             quote = self.layout.quote_char
-            if quote and len(quote.encode()) > 1:  # a multi-byte quote character: every line to Python
-                marks = starts[nonblank]
-            else:
-                marks = np.flatnonzero(buffer == ord(quote)) if quote else np.array([], np.int64)
             carriage = np.setdiff1d(np.flatnonzero(buffer == 13), stops[crlf] - 1)
             slow = np.zeros(len(starts), bool)
-            slow[np.searchsorted(starts, np.r_[marks, carriage], side="right") - 1] = True
+            slow[np.searchsorted(starts, carriage, side="right") - 1] = True
+            if quote:
+                quoted = np.zeros(len(starts), bool)
+                if len(quote.encode()) > 1:  # a multi-byte quote character: look at every line
+                    quoted[:] = nonblank
+                else:
+                    quoted[np.searchsorted(starts, np.flatnonzero(buffer == ord(quote)), side="right") - 1] = True
+                check = np.flatnonzero(quoted & ~slow)
+                if len(check):
+                    lines = pa.array([chunk[starts[p]:stops[p] - crlf[p]] for p in check], pa.binary())
+                    whole = pc.match_substring_regex(lines, self.layout.whole_quoted_fields).to_numpy(zero_copy_only=False)
+                    slow[check[~whole]] = True
             table = self.parse_runs(chunk, starts, stops - crlf, nonblank, slow, record_lines)
         n = table.num_rows
         return table.append_column("_source", pa.array([self.path] * n, pa.string())) \
@@ -112,7 +125,7 @@ class RecordParser:
             .append_column("_line", pa.array(record_lines, pa.int64()))
 
     def parse_runs(self, chunk: bytes, starts, stops, nonblank, slow, record_lines) -> pa.Table:
-        """Runs of plain lines through pyarrow (quoting off), the other lines through Python's csv
+        """Runs of lines pyarrow can read alone through pyarrow, the other lines through Python's csv
         module, put back in line order. A chunk that is not valid UTF-8 goes through Python whole."""
         record_of = np.cumsum(nonblank) - 1  # physical line -> record index
         if not is_utf8(chunk):
@@ -140,7 +153,8 @@ class RecordParser:
         return pa.concat_tables(parts).take(pa.array(position))
 
     def parse_plain(self, chunk: bytes, record_lines: np.ndarray) -> pa.Table | None:
-        """pyarrow's parser with quoting off: one row per non-blank line, or None to fall back."""
+        """pyarrow's parser on lines that hold no quote or only whole quoted fields (so it cannot join
+        lines): one row per non-blank line, or None to fall back to Python."""
         from pyarrow import csv
 
         records = len(record_lines)
@@ -148,7 +162,7 @@ class RecordParser:
         table = csv.read_csv(
             pa.BufferReader(chunk),
             read_options=csv.ReadOptions(column_names=self.names, use_threads=False, block_size=max(len(chunk) + 1, 1 << 20)),
-            parse_options=csv.ParseOptions(delimiter=self.layout.delimiter, quote_char=False,
+            parse_options=csv.ParseOptions(delimiter=self.layout.delimiter, quote_char=self.layout.quote_char,
                                            invalid_row_handler=lambda row: invalid.append(row) or "skip"),
             # Text columns: the chunk was checked to be valid UTF-8 (and pyarrow parses binary ones slower).
             convert_options=csv.ConvertOptions(column_types={n: pa.string() for n in self.names}, strings_can_be_null=False))
@@ -254,6 +268,11 @@ def decoded(raw: bytes) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def re2_literal(text: str) -> str:
+    """`text` as an RE2 pattern that matches it literally, also inside a character class."""
+    return "".join(f"\\x{{{ord(c):x}}}" for c in text)
 
 
 def is_utf8(data: bytes) -> bool:
