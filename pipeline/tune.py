@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import math
 import os
+import posixpath
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -304,10 +306,24 @@ def trial_id(result) -> str:
     return "_".join(parts[2:4]) if len(parts) > 3 else parts[-1]
 
 
+def trial_history(result) -> pd.DataFrame:
+    """Every row the trial reported. After a PBT exploit Tune's `metrics_dataframe` can start again at
+    the restored epoch, dropping the rows (and learning rate) from before; the trial's progress.csv
+    keeps them, so the longer of the two is used."""
+    history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+    try:
+        fs_path = (result.filesystem, posixpath.join(result.path, "progress.csv")) if result.filesystem is not None \
+            else storage.join(result.path, "progress.csv")
+        logged = pd.read_csv(io.BytesIO(storage.read_bytes(fs_path)))
+    except (PipelineError, OSError, ValueError):  # no progress.csv (or an empty one): Tune's own record
+        return history
+    return logged if len(logged) > len(history) else history
+
+
 def trial_rows(grid, metric: str, mode: str) -> pd.DataFrame:
     rows = []
     for result in grid:
-        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        history = trial_history(result)
         values = history[metric] if metric in history else pd.Series(dtype=float)
         base_lr = history["base_lr"] if "base_lr" in history else pd.Series(dtype=float)
         row = {"trial_id": trial_id(result),
