@@ -74,8 +74,7 @@ class Registry:
                 data = storage.read_bytes(storage.join(model_dir, name))
                 storage.write_bytes(storage.join(staging, name), data)
                 sizes[name] = len(data)
-            metrics_bytes = json.dumps(metrics, indent=2, default=storage.json_default).encode()
-            storage.write_bytes(storage.join(staging, "metrics.json"), storage.redact_bytes(metrics_bytes))
+            storage.write_json(storage.join(staging, "metrics.json"), metrics)  # redacted, like every text artifact
             marker = {"task": task, "run_id": run_id, "files": sizes, "registered_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             storage.write_json(storage.join(staging, MARKER), marker)  # last: on an object store this completes the run
             if local:

@@ -47,10 +47,6 @@ def redact(text: str) -> str:
     return SECRET_PARAMETER.sub(r"\1***", USERINFO.sub(r"\1***@", str(text)))
 
 
-def redact_bytes(data: bytes) -> bytes:
-    return redact(data.decode()).encode()
-
-
 def is_remote(uri: str) -> bool:
     return "://" in str(uri) and not str(uri).startswith("file://")
 

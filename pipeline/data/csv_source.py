@@ -290,13 +290,7 @@ def valid_utf8(lines: pa.Array) -> np.ndarray:
         lines.cast(pa.string())
         return np.ones(len(lines), bool)
     except pa.ArrowInvalid:  # rare: find the lines at fault one by one
-        ok = np.ones(len(lines), bool)
-        for i, raw in enumerate(lines.to_pylist()):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                ok[i] = False
-        return ok
+        return np.array([decoded(raw) is not None for raw in lines.to_pylist()], bool)
 
 
 def describe(line: int | None, problem: str, raw: bytes | str) -> str:
