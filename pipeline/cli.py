@@ -53,7 +53,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="base learning rate")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
     p.add_argument("--schedule", help="LR schedule: constant, step, exp_decay, cosine, one_cycle, warmup_cosine")
-    p.add_argument("--amp", action="store_true", default=None, help="automatic mixed precision")
+    p.add_argument("--amp", action="store_true", default=None, help="automatic mixed precision (bf16 where supported)")
+    p.add_argument("--amp-dtype", choices=["auto", "bf16", "fp16"], help="mixed precision type (default auto: bf16, or fp16 "
+                   "with loss scaling on GPUs without bf16)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--registry", help="registry path or URI (default: $PIPELINE_REGISTRY or ~/.pipeline/registry)")
     p.add_argument("--run-id", help="name of the run; an existing run's checkpoints are resumed")
     p.add_argument("--no-promote", action="store_true", help="register the model without making it production")
@@ -200,7 +203,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "data": "data.source", "format": "data.format", "seed": "seed", "num_workers": "train.num_workers",
         "cpus_per_worker": "train.cpus_per_worker", "use_gpu": "train.use_gpu", "epochs": "train.epochs",
         "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
-        "schedule": "train.schedule.name", "amp": "train.amp",
+        "schedule": "train.schedule.name", "amp": "train.amp", "amp_dtype": "train.amp_dtype", "compile": "train.compile",
     }
     for attr, key in mapping.items():
         value = getattr(args, attr, None)
@@ -220,14 +223,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.flow import new_run_id, run_pipeline
     from pipeline.registry import Registry, check_name
     from pipeline.runtime import init_ray, require_shared_storage
+    from pipeline.timing import Timings
 
     cfg = load_run_config(args)
     run_id = check_name(args.run_id) if args.run_id else new_run_id(args.task)
     output = args.output or os.path.join("runs", run_id)
     registry = Registry(args.registry)
-    init_ray(args.address, verbose=args.verbose)
+    timings = Timings()
+    with timings.measure("ray_start"):
+        init_ray(args.address, verbose=args.verbose)
     require_shared_storage({"--output": output, "--registry": registry.root}, args.shared_storage)
-    metrics = run_pipeline(cfg, output, registry, promote=not args.no_promote, run_id=run_id)
+    metrics = run_pipeline(cfg, output, registry, promote=not args.no_promote, run_id=run_id, timings=timings)
     print(f"metrics: {storage.redact(storage.join(metrics['output_dir'], 'metrics.json'))}")
     return 0
 

@@ -225,6 +225,8 @@ class TrainConfig(Section):
     metric: str  # selects the best checkpoint and drives early stopping
     mode: Literal["min", "max"]
     amp: bool
+    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"  # auto: bf16 where supported, else fp16 with loss scaling
+    compile: bool = False  # torch.compile the model (pays a compile on the first epoch)
     num_workers: PositiveInt
     use_gpu: bool
     cpus_per_worker: PositiveInt

@@ -1,17 +1,22 @@
-"""Held-out evaluation: per-row scores by Ray Data batch inference (the same model loading as
-`pipeline batch-predict`), metrics and plots in the driver."""
+"""Held-out evaluation: per-row scores (the same model loading as `pipeline batch-predict`), metrics and
+plots in the driver. Small held-out splits are scored in the driver itself; starting an actor pool (a
+process that imports torch and loads the model) costs more than scoring them. Larger ones go through
+Ray Data batch inference on the cluster."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from pipeline import storage
 from pipeline.predictor import ScoreBatch, load_model_preprocessor
 
 SPLIT_COLUMN = "_eval_split"
+IN_PROCESS_ROWS = 50_000  # val + test rows up to which the driver scores them itself
+SCORE_BATCH_ROWS = 1024
 
 
-def evaluate_model(task, model_dir: str, splits: dict, output_dir: str) -> dict[str, dict]:
+def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_process_rows: int = IN_PROCESS_ROWS) -> dict[str, dict]:
     """The task's metrics on val and test (one pass over both), and the test confusion matrix as PNG.
 
     `model_dir` and `output_dir` are storage URIs: the scoring actors load the model from there, on any node."""
@@ -24,8 +29,13 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str) -> dict[
         return splits[name].map_batches(tag, batch_format=task.batch_format)
 
     both = tagged("val").union(tagged("test"))
-    rows = both.map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
-                            batch_size=1024, batch_format=task.batch_format).to_pandas()
+    if splits["val"].count() + splits["test"].count() <= in_process_rows:
+        score = TaggedScore(model_dir)
+        rows = pd.concat([pd.DataFrame(score(batch)) for batch in
+                          both.iter_batches(batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format)], ignore_index=True)
+    else:
+        rows = both.map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
+                                batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format).to_pandas()
     preprocessor = load_model_preprocessor(model_dir)
     results = {name: task.split_metrics(part.drop(columns=[SPLIT_COLUMN]).reset_index(drop=True), preprocessor)
                for name, part in rows.groupby(SPLIT_COLUMN, sort=False)}

@@ -22,6 +22,7 @@ from pipeline.evaluate import evaluate_model
 from pipeline.registry import Registry, check_name
 from pipeline.tasks import get_task
 from pipeline.tasks.base import Task
+from pipeline.timing import Stopwatch, Timings
 
 Log = Callable[[str], None]
 
@@ -36,16 +37,6 @@ class PreparedData:
     clean: CleanResult
     report: dict[str, Any]
     kept: Any = None  # every cleaned row, for candidates that split differently
-
-
-class Stopwatch:
-    def __init__(self, log: Log, task: str):
-        self.log, self.task, self.started = log, task, time.perf_counter()
-
-    def lap(self, message: str) -> None:
-        now = time.perf_counter()
-        self.log(f"[{self.task}] {message} ({now - self.started:.1f}s)")
-        self.started = now
 
 
 def redacting(log: Log) -> Log:
@@ -63,14 +54,15 @@ class _Redacting:
         self.log(storage.redact(message))
 
 
-def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = print) -> PreparedData:
+def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = print,
+                 timings: Timings | None = None) -> PreparedData:
     """ingest -> clean (type coercion, rules, labeling, de-duplication) -> split, with the data report
     (written, with the quarantine, to `output_dir`: any storage URI)."""
     log = redacting(log)
     storage.make_dirs(output_dir)
-    watch = Stopwatch(log, task.name)
+    watch = Stopwatch(log, task.name, timings)
     ds = task.read(cfg)
-    watch.lap(f"ingest: {cfg.data.source}" + (f" (+ test: {cfg.data.test_source})" if cfg.data.test_source else ""))
+    watch.lap("ingest", f"{cfg.data.source}" + (f" (+ test: {cfg.data.test_source})" if cfg.data.test_source else ""))
     formats = infer_datetime_formats(ds, cfg.data) if cfg.data.columns else {}
     if formats != cfg.data.datetime_formats:  # decided once per column, for every block alike
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"datetime_formats": formats})})
@@ -89,14 +81,14 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     kept = clean.kept.drop_columns([VOTE_PREFIX + n for n in lf_names]) if lf_names else clean.kept
     quarantine_path = write_quarantine(clean, storage.join(output_dir, "quarantine"))
     report["quarantine_path"] = storage.redact(quarantine_path)
-    watch.lap(f"clean: kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}")
+    watch.lap("clean", f"kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}")
     if clean.rows_kept == 0:
         raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
                         f"see {quarantine_path} and fix the data or the task's data options")
 
     splits = split_dataset(kept, cfg.data.split, cfg.seed)
     counts = {name: splits[name].count() for name in SPLITS}
-    watch.lap("split: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    watch.lap("split", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     report["splits"] = counts
     label = cfg.data.labeling.target
     if label in kept.columns():
@@ -121,7 +113,7 @@ def write_quarantine(clean: CleanResult, uri: str) -> str:
     return uri
 
 
-def featurize(task: Task, cfg: PipelineConfig, splits: dict, log: Log = print):
+def featurize(task: Task, cfg: PipelineConfig, splits: dict, log: Log = print, timings: Timings | None = None):
     """Fits the preprocessor on train only, then transforms train and val for training."""
     started = time.perf_counter()
     preprocessor = task.fit_preprocessor(cfg, splits)
@@ -129,15 +121,18 @@ def featurize(task: Task, cfg: PipelineConfig, splits: dict, log: Log = print):
         name: splits[name].map_batches(preprocessor.transform_for(name), batch_format=task.batch_format).materialize()
         for name in ("train", "val")
     }
-    log(f"[{task.name}] features: fitted on train only ({time.perf_counter() - started:.1f}s)")
+    seconds = time.perf_counter() - started
+    if timings:
+        timings.add("features", seconds)
+    log(f"[{task.name}] features: fitted on train only ({seconds:.1f}s)")
     return preprocessor, features
 
 
 class SplitCache:
     """Splits, fitted features and baselines per split configuration, so candidates sharing one reuse them."""
 
-    def __init__(self, task: Task, prepared: PreparedData, cfg: PipelineConfig, log: Log):
-        self.task, self.prepared, self.log = task, prepared, log
+    def __init__(self, task: Task, prepared: PreparedData, cfg: PipelineConfig, log: Log, timings: Timings | None = None):
+        self.task, self.prepared, self.log, self.timings = task, prepared, log, timings or Timings()
         self.splits = {repr(cfg.data.split): prepared.splits}
         self.features: dict[str, tuple] = {}
         self.baselines: dict[str, dict] = {}
@@ -151,14 +146,16 @@ class SplitCache:
     def featurized(self, cfg: PipelineConfig) -> tuple:
         key = repr(cfg.data.split)
         if key not in self.features:
-            self.features[key] = featurize(self.task, cfg, self.get(cfg), self.log)
+            self.features[key] = featurize(self.task, cfg, self.get(cfg), self.log, self.timings)
         return self.features[key]
 
     def baselines_for(self, cfg: PipelineConfig) -> dict[str, dict]:
         """The task's baselines on this config's split (computed once per split)."""
         key = repr(cfg.data.split)
         if key not in self.baselines:
-            self.baselines[key] = self.task.baselines(cfg, self.get(cfg), self.featurized(cfg)[0])
+            preprocessor = self.featurized(cfg)[0]
+            with self.timings.measure("baselines"):
+                self.baselines[key] = self.task.baselines(cfg, self.get(cfg), preprocessor)
             for name, scores in self.baselines[key].items():
                 shown = "  ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
                 self.log(f"[{self.task.name}] baseline {name}: test {shown}")
@@ -177,7 +174,7 @@ def merged_baselines(*parts: dict[str, dict]) -> dict[str, dict]:
 
 
 def run_metrics(task: Task, run_id: str, summary: dict, prepared: PreparedData, baselines: dict, served: str, train: dict,
-                started: float, output_dir: str, **extra) -> dict[str, Any]:
+                started: float, output_dir: str, timings: Timings | None = None, **extra) -> dict[str, Any]:
     """metrics.json, one shape for `pipeline run` and `pipeline tune` (which adds `tune`; a run with
     several candidates adds `candidates`)."""
     data_keys = ("rows_in", "rows_kept", "rows_quarantined", "quarantined_by_reason", "splits")
@@ -187,6 +184,7 @@ def run_metrics(task: Task, run_id: str, summary: dict, prepared: PreparedData, 
         "baselines": merged_baselines(baselines, summary.get("baselines", {})),
         "served_model": served, "train": train, **extra,
         "wall_seconds": round(time.perf_counter() - started, 1), "output_dir": output_dir,
+        **({"timings": timings.as_dict()} if timings else {}),
     }
 
 
@@ -203,12 +201,13 @@ def register(task: Task, run_id: str, model_dir: str, metrics: dict, registry: R
 
 
 def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
-                 run_id: str | None = None, log: Log = print) -> dict[str, Any]:
+                 run_id: str | None = None, log: Log = print, timings: Timings | None = None) -> dict[str, Any]:
     """Data stages, training of every model candidate, evaluation, selection and registration.
 
     `output_dir` is any storage URI (a local path, s3://...): every artifact of the run lands there, Ray
     Train's checkpoints under `checkpoints/`. Returns the metrics.json contents. With several candidates, the one with the best validation
-    score (the task's selection metric, or `candidates.select` when it names one) is registered.
+    score (the task's selection metric, or `candidates.select` when it names one) is registered. Ends with the
+    timing summary (`timings`: pass the caller's to count what it did before, e.g. Ray's start-up).
     """
     from pipeline.plots import learning_curves_png
     from pipeline.runtime import resources_note
@@ -216,17 +215,18 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     from pipeline.train.trainer import fit
 
     started = time.perf_counter()
+    timings = timings or Timings()
     log = redacting(log)
     task = get_task(cfg.task)
     output_dir = storage.resolve(output_dir)
     run_id = check_name(run_id) if run_id else new_run_id(task.name)
     registry = registry or Registry()
     registry.check_new(task.name, run_id)  # before any work: registered runs are never overwritten
-    prepared = prepare_data(task, cfg, output_dir, log)
+    prepared = prepare_data(task, cfg, output_dir, log, timings)
     counts = prepared.report["splits"]
     if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
         raise DataError(f"too few rows to train and evaluate ({counts}); every split needs at least one row")
-    cache = SplitCache(task, prepared, cfg, log)
+    cache = SplitCache(task, prepared, cfg, log, timings)
     candidates = cfg.candidate_configs()
     several = len(candidates) > 1
 
@@ -244,13 +244,18 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         if note:
             log(f"[{label}] warning: {note}")
         outcome = fit(ccfg, features, preprocessor.state(), storage.join(output_dir, "checkpoints"),
-                      f"{run_id}-{name}" if several else run_id, splits["train"].count(), label)
+                      f"{run_id}-{name}" if several else run_id,
+                      counts["train"] if splits is prepared.splits else splits["train"].count(), label)
+        for phase, seconds in outcome.phases.items():
+            timings.add(phase, seconds)
         model_dir = storage.join(train_dir, "model")
-        copy_checkpoint(outcome.best_checkpoint, model_dir)
-        learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
+        with timings.measure("registration"):  # the best checkpoint copied out, and its plot
+            copy_checkpoint(outcome.best_checkpoint, model_dir)
+            learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
         log(f"[{label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
             f"{tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
-        evaluated = evaluate_model(task, model_dir, splits, train_dir)
+        with timings.measure("evaluation"):
+            evaluated = evaluate_model(task, model_dir, splits, train_dir)
         results[name] = {**evaluated, "model_dir": model_dir, "train_dir": train_dir, "train": {
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_metrics.get("epoch"),
@@ -273,8 +278,10 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
                 storage.copy_file(storage.join(chosen["train_dir"], png), storage.join(output_dir, png))
     extra = {"candidates": {name: {k: r[k] for k in ("val", "test")} for name, r in results.items()}} if several else {}
     metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baselines, served, chosen["train"],
-                          started, output_dir, **extra)
-    register(task, run_id, model_dir, metrics, registry, promote, log)
+                          started, output_dir, timings, **extra)
+    with timings.measure("registration"):
+        register(task, run_id, model_dir, metrics, registry, promote, log)
+    log(timings.summary(f"{task.name} {run_id}"))
     return metrics
 
 

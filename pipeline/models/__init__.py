@@ -6,5 +6,11 @@ import torch
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside a DistributedDataParallel wrapper."""
-    return getattr(model, "module", model)
+    """The plain module inside DistributedDataParallel and `torch.compile` wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner

@@ -96,8 +96,9 @@ class Task(ABC):
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
     @abstractmethod
-    def eval_sums(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Sums over the batch that `eval_metrics` turns into metrics (summed across batches and workers)."""
+    def eval_sums(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, float | torch.Tensor]:
+        """Sums over the batch that `eval_metrics` turns into metrics (summed across batches and workers).
+        Scalar tensors are welcome: they stay on the device until the epoch's end (no host sync per batch)."""
 
     @abstractmethod
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]: ...

@@ -65,9 +65,9 @@ class ClassificationTask(Task):
     def eval_sums(self, outputs, batch):
         target = batch["y"]
         outputs = outputs.float()
-        return {
-            "loss_sum": float(torch.nn.functional.cross_entropy(outputs, target, reduction="sum")),
-            "correct": float((outputs.argmax(1) == target).sum()),
+        return {  # tensors on the device: the loop sums them there and reads them once per epoch
+            "loss_sum": torch.nn.functional.cross_entropy(outputs, target, reduction="sum").detach(),
+            "correct": (outputs.argmax(1) == target).sum(),
             "rows": float(len(target)),
         }
 

@@ -29,12 +29,14 @@ from pipeline.storage import write_json
 from pipeline.train.schedules import lr_factor
 
 
-def make_optimizer(params, tc: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, tc: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """`fused` (parameters on a GPU): one kernel per step for all parameters instead of several per tensor."""
+    extra = {"fused": True} if fused else {}
     if tc.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.momentum > 0)
+        return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.momentum > 0, **extra)
     if tc.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    return torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, **extra)
+    return torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay, **extra)
 
 
 def is_improvement(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -57,33 +59,117 @@ def all_reduce_sums(sums: dict[str, float], world_size: int) -> dict[str, float]
     return dict(zip(keys, buf.cpu().tolist()))
 
 
-class ShardData:
-    """A worker's shard of a split. With `cache`, it is pulled from Ray Data once and kept in memory
-    (fast, and the per-epoch order is a seeded permutation); otherwise it streams every epoch."""
+def amp_dtype(device: torch.device, wanted: str = "auto") -> torch.dtype:
+    """bf16 where the device runs it natively (CPUs, Ampere and newer GPUs): no loss scaling, no per-step
+    sync; fp16 (with a GradScaler) on older GPUs, or when asked for."""
+    if wanted == "fp16" or (wanted == "auto" and device.type == "cuda" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
 
-    def __init__(self, shard, device, cache: bool, shuffle_buffer: int, seed: int):
+
+def uses_conv2d(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def fits_on_device(tensors: dict[str, torch.Tensor], device: torch.device, share: float = 0.5) -> bool:
+    """Whether the whole shard fits in `share` of the GPU's free memory (it then moves there once)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors.values()) <= share * free
+
+
+class InMemoryShard:
+    """A worker's rows of a small split handed over whole through the object store (see
+    `trainer.in_memory_datasets`): every worker reads the same arrays (zero-copy on its node) and keeps an
+    equal, contiguous share, as Ray Train's equal split would; the remainder of fewer than `world` rows is
+    left out, so every rank runs the same number of steps."""
+
+    def __init__(self, ref, rank: int, world: int):
+        self.ref, self.rank, self.world = ref, rank, world
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        import ray
+
+        return rank_share(ray.get(self.ref), self.rank, self.world)
+
+
+def rank_share(arrays: dict[str, np.ndarray], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Rank `rank`'s equal, contiguous share of the rows (a writable copy, as tensors)."""
+    share = len(next(iter(arrays.values()))) // world if arrays else 0
+    part = slice(rank * share, (rank + 1) * share)
+    return {k: torch.from_numpy(np.array(v[part])) for k, v in arrays.items()}
+
+
+class ShardData:
+    """A worker's shard of a split. With `cache`, it is pulled from Ray Data once and kept in memory (on the
+    GPU when it fits there, else pinned host memory with non-blocking copies), and each epoch's order is a
+    seeded permutation; otherwise it streams every epoch. `channels_last` lays image batches out for cuDNN."""
+
+    def __init__(self, shard, device, cache: bool, shuffle_buffer: int, seed: int, channels_last: bool = False):
         self.shard, self.device, self.cache, self.shuffle_buffer, self.seed = shard, device, cache, shuffle_buffer, seed
+        self.channels_last = channels_last
         self.tensors: dict[str, torch.Tensor] | None = None
+
+    def layout(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.channels_last:
+            return batch
+        return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+
+    def load(self) -> dict[str, torch.Tensor]:
+        if isinstance(self.shard, InMemoryShard):
+            tensors = self.shard.tensors()
+        else:
+            parts = list(self.shard.iter_torch_batches(batch_size=65536))
+            tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        if fits_on_device(tensors, self.device):
+            return self.layout({k: v.to(self.device) for k, v in tensors.items()})
+        if self.device.type == "cuda":
+            return {k: v.pin_memory() for k, v in tensors.items()}
+        return tensors
 
     def batches(self, epoch: int, batch_size: int, shuffle: bool, drop_last: bool = False):
         if not self.cache:
-            yield from self.shard.iter_torch_batches(
+            for batch in self.shard.iter_torch_batches(
                 batch_size=batch_size, drop_last=drop_last, device=self.device,
                 local_shuffle_buffer_size=self.shuffle_buffer if shuffle and self.shuffle_buffer else None,
                 local_shuffle_seed=self.seed + epoch if shuffle and self.shuffle_buffer else None,
-            )
+            ):
+                yield self.layout(batch)
             return
         if self.tensors is None:
-            parts = list(self.shard.iter_torch_batches(batch_size=65536))
-            self.tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+            self.tensors = self.load()
         if not self.tensors:
             return
-        n = len(next(iter(self.tensors.values())))
+        first = next(iter(self.tensors.values()))
+        n, on_device = len(first), first.device == self.device
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)) if shuffle else torch.arange(n)
+        if on_device:
+            order = order.to(self.device)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
-            yield {k: v[idx].to(self.device, non_blocking=True) for k, v in self.tensors.items()}
+            if on_device:
+                yield {k: v[idx] for k, v in self.tensors.items()}
+            elif self.device.type == "cuda":  # gathered into pinned memory, copied while the GPU works
+                yield self.layout({k: v[idx].pin_memory().to(self.device, non_blocking=True) for k, v in self.tensors.items()})
+            else:
+                yield {k: v[idx] for k, v in self.tensors.items()}
+
+
+def gpu_layout(model: torch.nn.Module, device: torch.device) -> bool:
+    """On a GPU: cuDNN autotuning, TF32 matmuls, and a channels-last model when it has convolutions (before
+    DDP wraps it, whose gradient buckets follow the parameters' layout). Returns whether batches should be
+    channels-last too."""
+    if device.type != "cuda":
+        return False
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if not uses_conv2d(model):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
 
 
 def quiet_train_worker_logs() -> None:
@@ -102,11 +188,12 @@ def quiet_train_worker_logs() -> None:
 class TrainSession:
     """The loop's view of a Ray Train worker: rank, shards, checkpoints, reports, DDP."""
 
-    def __init__(self):
+    def __init__(self, in_memory: dict | None = None):
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.in_memory = in_memory or {}
 
     def device(self) -> torch.device:
         import ray.train.torch
@@ -121,6 +208,8 @@ class TrainSession:
     def dataset(self, name: str):
         import ray.train
 
+        if name in self.in_memory:
+            return InMemoryShard(self.in_memory[name], self.rank, self.world)
         return ray.train.get_dataset_shard(name)
 
     def checkpoint(self):
@@ -183,10 +272,11 @@ class TuneSession:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's entry point."""
-    run_training(loop_config, TrainSession())
+    run_training(loop_config, TrainSession(loop_config.get("in_memory")))
 
 
 def run_training(loop_config: dict[str, Any], session) -> None:
+    loop_started_at = time.time()  # wall clock: the driver compares it with its own to time the worker start-up
     quiet_train_worker_logs()
     cfg = config_from_dict(loop_config["config"])
     task = get_task(cfg.task)
@@ -199,10 +289,15 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     np.random.seed(cfg.seed)
     torch.set_num_threads(max(1, tc.cpus_per_worker))
     device = session.device()
-    model = session.prepare_model(task.build_model(cfg, load_preprocessor(prep_state)))
-    optimizer = make_optimizer(model.parameters(), tc)
+    model = task.build_model(cfg, load_preprocessor(prep_state))
+    channels_last = gpu_layout(model, device)
+    model = session.prepare_model(model)
+    if tc.compile:  # after the DDP wrap, as PyTorch recommends; checkpoints save the plain module
+        model = torch.compile(model)
+    optimizer = make_optimizer(model.parameters(), tc, fused=device.type == "cuda")
 
-    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": [], "worker_nodes": []}
+    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": [], "worker_nodes": [],
+                             "loop_started_at": []}
     checkpoint = session.checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as path:
@@ -214,28 +309,29 @@ def run_training(loop_config: dict[str, Any], session) -> None:
         if rank == 0:
             print(f"[{label}] resumed from checkpoint after epoch {state['epoch']}", flush=True)
     state["worker_nodes"].append(session.node_ids())
+    state["loop_started_at"].append(loop_started_at)
 
     use_amp = tc.amp
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")
+    precision = amp_dtype(device, tc.amp_dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and precision == torch.float16)
     train_rows = int(loop_config["train_rows"])
     steps_per_epoch = max(1, train_rows // world // tc.batch_size)
     drop_last = train_rows // world > tc.batch_size
-    train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank)
-    val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed)
+    train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank, channels_last)
+    val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed, channels_last)
 
     for epoch in range(state["epoch"], tc.epochs):
         started = time.perf_counter()
         # Reproducible but different per rank and epoch (dropout, augmentation, negative sampling).
         torch.manual_seed(cfg.seed + 1000 * rank + epoch)
         model.train()
-        loss_sum, rows = 0.0, 0
+        loss_sum, rows = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
         lr = tc.lr
         for step, batch in enumerate(train_data.batches(epoch, tc.batch_size, shuffle=True, drop_last=drop_last)):
             lr = tc.lr * lr_factor(tc.schedule, epoch + min(step / steps_per_epoch, 1.0), tc.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+            with torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
                 outputs = task.forward(model, batch)
                 loss = task.loss(outputs, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -243,16 +339,17 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             scaler.step(optimizer)
             scaler.update()
             n = len(next(iter(batch.values())))
-            loss_sum += float(loss.detach()) * n
+            loss_sum += loss.detach().float() * n
             rows += n
 
         model.eval()
-        val_sums: dict[str, float] = {}
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+        val_sums: dict[str, Any] = {}
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
             for batch in val_data.batches(epoch, max(tc.batch_size, 256), shuffle=False):
                 for k, v in task.eval_sums(task.forward(model, batch), batch).items():
-                    val_sums[k] = val_sums.get(k, 0.0) + float(v)
-        totals = all_reduce_sums({"train_loss_sum": loss_sum, "train_rows": float(rows), **val_sums}, world)
+                    val_sums[k] = val_sums.get(k, 0.0) + v
+        sums = {"train_loss_sum": float(loss_sum), "train_rows": float(rows), **{k: float(v) for k, v in val_sums.items()}}
+        totals = all_reduce_sums(sums, world)
         metrics = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -278,7 +375,8 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 save_model_dir(tmp, model, prep_state, loop_config["config"])
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
-                write_json(os.path.join(tmp, HISTORY_FILE), {k: state[k] for k in ("resumed_from", "worker_nodes")} | {"epochs": state["history"]})
+                write_json(os.path.join(tmp, HISTORY_FILE), {k: state[k] for k in ("resumed_from", "worker_nodes", "loop_started_at")}
+                           | {"epochs": state["history"], "reported_at": time.time()})
                 session.report(metrics, tmp)
         else:
             session.report(metrics, None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import storage
@@ -19,11 +20,37 @@ class TrainOutcome:
     history: list[dict[str, Any]]  # one entry per epoch, across restarts
     resumed_from: list[int]  # epochs after which training resumed from a checkpoint
     worker_nodes: list[list[str]]  # per (re)start of the worker group: the Ray node id of each rank
+    phases: dict[str, float] = field(default_factory=dict)  # train_startup, training, train_shutdown (seconds)
 
 
 def loop_config(cfg: PipelineConfig, preprocessor_state: dict, train_rows: int, label: str) -> dict[str, Any]:
     """What every training worker (or Tune trial) receives: plain JSON-able values."""
     return {"config": cfg.to_dict(), "preprocessor": preprocessor_state, "train_rows": train_rows, "label": label}
+
+
+IN_MEMORY_BYTES = 256 * 2**20  # materialised splits up to this size (all together) skip Train's streaming split
+
+
+def in_memory_datasets(datasets: dict, cache_data: bool, limit: int | None = None) -> dict | None:
+    """Small materialised splits as one object-store reference each (a dict of NumPy columns), or None.
+
+    Ray Train's streaming split starts a coordinator actor per split and streams each shard through it:
+    seconds of fixed cost per run, against milliseconds to hand a few MiB to every worker whole (workers
+    keep their share; `loop.InMemoryShard`). Large or lazy data, or `cache_data: false`, still streams."""
+    import numpy as np
+    import ray
+    from ray.data.dataset import MaterializedDataset
+
+    if not cache_data or not all(isinstance(ds, MaterializedDataset) for ds in datasets.values()):
+        return None
+    if sum(ds.size_bytes() for ds in datasets.values()) > (IN_MEMORY_BYTES if limit is None else limit):
+        return None
+    refs = {}
+    for name, ds in datasets.items():
+        parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        refs[name] = ray.put(arrays)
+    return refs
 
 
 def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], storage_path: str, name: str,
@@ -34,6 +61,9 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], sto
 
     tc = cfg.train
     storage_path, storage_filesystem = storage.ray_storage(storage_path)
+    in_memory = in_memory_datasets(datasets, tc.cache_data)
+    if in_memory:
+        loop, datasets = {**loop, "in_memory": in_memory}, None
     # Plain prints from the workers (one line per epoch), instead of Train re-logging each one.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # Each report waits for the controller's poll (2 s by default): with a checkpoint per epoch on
@@ -64,7 +94,9 @@ def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_p
         label: str) -> TrainOutcome:
     """Trains (resuming if a run called `name` already has checkpoints in `storage_path`)."""
     trainer = build_trainer(cfg, datasets, loop_config(cfg, preprocessor_state, train_rows, label), storage_path, name)
+    fit_started = time.time()
     result = trainer.fit()
+    fit_ended = time.time()
     if result.error:
         raise result.error
     best, best_metrics = result.get_best_checkpoint(cfg.train.metric, cfg.train.mode), None
@@ -72,4 +104,17 @@ def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_p
         if ckpt.path == best.path:
             best_metrics = metrics
     history = checkpoint_json(result.checkpoint, HISTORY_FILE)  # the latest: its history covers every epoch
-    return TrainOutcome(best, best_metrics or {}, history["epochs"], history["resumed_from"], history.get("worker_nodes", []))
+    return TrainOutcome(best, best_metrics or {}, history["epochs"], history["resumed_from"], history.get("worker_nodes", []),
+                        train_phases(fit_started, history.get("loop_started_at", []), history.get("reported_at"), fit_ended))
+
+
+def train_phases(fit_started: float, loop_started_at: list[float], reported_at: float | None, fit_ended: float) -> dict[str, float]:
+    """Splits `trainer.fit()`'s wall time at the first worker's loop start and at the last report: the
+    wait for the worker group (placement group, processes, DDP set-up), training (restarts included), and
+    Train's shutdown. Without the worker-side times (an older checkpoint), it is all training."""
+    starts = [t for t in loop_started_at if t >= fit_started]  # a resumed run's history has earlier starts too
+    if not starts or reported_at is None:
+        return {"training": fit_ended - fit_started}
+    first = min(starts[0], fit_ended)
+    last = min(max(reported_at, first), fit_ended)
+    return {"train_startup": first - fit_started, "training": last - first, "train_shutdown": fit_ended - last}

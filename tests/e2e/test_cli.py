@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 
 
@@ -54,3 +56,14 @@ def test_data_that_is_empty_after_cleaning_stops_before_training(ray_cluster, tm
     assert result.returncode == 2
     assert "no rows left after cleaning" in result.stderr and "nan_pixels" in result.stderr
     assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_run_ends_with_the_timing_summary(image_run):
+    timings = image_run["metrics"]["timings"]
+    summary = image_run["stdout"].split("timing (image ")[1]
+    for phase in ("ray_start", "ingest", "clean", "split", "features", "train_startup", "training", "train_shutdown",
+                  "evaluation", "registration"):
+        assert f"\n  {phase.replace('_', ' ')} " in summary, phase
+        assert timings[phase] >= 0, phase
+    assert timings["training"] > 0 and timings["train_startup"] > 0
+    assert sum(v for k, v in timings.items() if k != "total") == pytest.approx(timings["total"], abs=0.1)

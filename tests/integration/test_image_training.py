@@ -74,6 +74,18 @@ def kill_a_worker_after_the_first_checkpoint(run_dir, killed: dict) -> None:
         time.sleep(0.02)
 
 
+def test_small_splits_handed_over_whole_train_as_the_streaming_split_does(first_run, tmp_path, monkeypatch):
+    from pipeline.train import trainer
+
+    _, metrics = first_run  # small splits: handed to the workers through the object store
+    monkeypatch.setattr(trainer, "IN_MEMORY_BYTES", 0)  # the same run through Ray Train's streaming split
+    streamed = run_pipeline(load_config("image", overrides=QUICK), str(tmp_path / "s"), Registry(str(tmp_path / "registry")),
+                            promote=False, log=quiet)
+    for ours, theirs in zip(metrics["train"]["history"], streamed["train"]["history"]):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert ours["val_accuracy"] == theirs["val_accuracy"]
+
+
 def test_training_survives_a_killed_worker(tmp_path):
     # Small batches make an epoch last long enough (~1 s) to be killed in the middle of it.
     cfg = load_config("image", overrides={**QUICK, "train.max_failures": 1, "train.batch_size": 8})

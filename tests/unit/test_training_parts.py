@@ -1,0 +1,73 @@
+"""The training loop's parts that need no Ray: precision choice, device-side data, phase timing."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models import unwrap
+from pipeline.timing import Stopwatch, Timings
+from pipeline.train.loop import ShardData, amp_dtype, rank_share, uses_conv2d
+from pipeline.train.trainer import train_phases
+
+
+def test_amp_prefers_bf16_and_fp16_only_when_asked_or_unsupported():
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu) == torch.bfloat16 and amp_dtype(cpu, "bf16") == torch.bfloat16
+    assert amp_dtype(cpu, "fp16") == torch.float16
+
+
+def test_rank_shares_are_equal_contiguous_and_cover_all_but_the_remainder():
+    arrays = {"x": np.arange(11 * 2, dtype=np.float32).reshape(11, 2), "y": np.arange(11)}
+    shares = [rank_share(arrays, rank, 3) for rank in range(3)]
+    assert [len(s["y"]) for s in shares] == [3, 3, 3]
+    assert torch.cat([s["y"] for s in shares]).tolist() == list(range(9))
+    shares[0]["x"][0, 0] = -1  # a copy: the shared (read-only) arrays are untouched
+    assert arrays["x"][0, 0] == 0
+
+
+class Rows:
+    """Stands in for an in-memory shard."""
+
+    def __init__(self, n):
+        self.data = {"x": torch.arange(n, dtype=torch.float32)[:, None], "y": torch.arange(n)}
+
+
+def test_cached_shard_batches_are_a_seeded_permutation(monkeypatch):
+    data = ShardData(None, torch.device("cpu"), cache=True, shuffle_buffer=0, seed=3)
+    monkeypatch.setattr(data, "load", lambda: Rows(10).data)
+    epoch0 = [b["y"].tolist() for b in data.batches(0, 4, shuffle=True)]
+    again = [b["y"].tolist() for b in data.batches(0, 4, shuffle=True)]
+    epoch1 = [b["y"].tolist() for b in data.batches(1, 4, shuffle=True, drop_last=True)]
+    assert epoch0 == again and sorted(sum(epoch0, [])) == list(range(10))
+    assert [len(b) for b in epoch1] == [4, 4] and epoch1 != epoch0[:2]
+    assert [b["y"].tolist() for b in data.batches(0, 4, shuffle=False)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_unwrap_reaches_the_plain_module_through_compile():
+    linear = torch.nn.Linear(2, 2)
+    assert unwrap(torch.compile(linear)) is linear and unwrap(linear) is linear
+    assert uses_conv2d(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3))) and not uses_conv2d(linear)
+
+
+def test_fit_time_splits_at_the_first_worker_start_and_the_last_report():
+    assert train_phases(100.0, [108.0], 120.0, 121.5) == {"train_startup": 8.0, "training": 12.0, "train_shutdown": 1.5}
+    # a resumed run's history holds the earlier run's start: this fit's own start counts
+    assert train_phases(100.0, [50.0, 103.0], 110.0, 111.0) == {"train_startup": 3.0, "training": 7.0, "train_shutdown": 1.0}
+    assert train_phases(100.0, [], None, 104.0) == {"training": 4.0}
+
+
+def test_timings_add_up_to_the_total_with_other_for_the_rest():
+    timings = Timings()
+    lines = []
+    watch = Stopwatch(lines.append, "image", timings)
+    watch.lap("ingest", "builtin")
+    timings.add("training", 2.0)
+    timings.add("training", 1.0)
+    timings.add("ray_start", 0.5)
+    table = timings.as_dict(total=10.0)
+    assert list(table)[:3] == ["ray_start", "ingest", "training"]  # summary order, not insertion order
+    assert table["training"] == 3.0 and table["total"] == 10.0
+    assert sum(v for k, v in table.items() if k != "total") == pytest.approx(10.0, abs=0.02)
+    assert lines[0].startswith("[image] ingest: builtin (")
+    summary = timings.summary("image run-1", total=10.0)
+    assert summary.splitlines()[0] == "timing (image run-1, 10.0s in all)" and "training" in summary and "30%" in summary
