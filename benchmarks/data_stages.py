@@ -1,12 +1,13 @@
-"""Ingest + clean + features on a generated 1,000,000-row Adult-like CSV: Ray Data vs plain pandas.
+"""Ingest + clean + features on generated Adult-like CSVs of growing size: Ray Data vs plain pandas.
 
 Both engines run the same pipeline code (the same cleaning steps and feature statistics from
 `pipeline.data`); only the execution differs: Ray Data streams blocks through tasks on every core,
 pandas holds the whole table in one process. Each engine runs in its own child process, whose
 peak resident memory (with all its descendants, e.g. Ray's workers) is sampled every 50 ms.
 
-    python benchmarks/data_stages.py                 # 1,000,000 rows, writes benchmarks/results/data_stages.json
-    python benchmarks/data_stages.py --rows 200000   # quicker
+    python benchmarks/data_stages.py                          # 100k and 1M rows -> benchmarks/results/data_stages.json
+    python benchmarks/data_stages.py --rows 100000,1000000,10000000   # the scale curve (10M: ~1 GiB CSV, generated, then deleted)
+    python benchmarks/data_stages.py --rows 200000            # one size, quicker
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ sys.path.insert(0, str(REPO))
 from pipeline.tasks import load_config  # noqa: E402
 
 
+CHUNK_ROWS = 1_000_000  # generated and written a chunk at a time: a 10M-row file never sits in memory
+
+
 def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
     """Adult's real rows resampled to `rows`, with ~1% missing values, out-of-range ages, bad
     numbers and malformed lines mixed in, so every cleaning rule has work to do."""
@@ -37,6 +41,12 @@ def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
     names = cfg.data.options.column_names
     with gzip.open(REPO / "pipeline" / "datasets" / "adult" / "adult.data.gz", "rt") as fh:
         adult = pd.read_csv(fh, header=None, names=names, dtype=str, skipinitialspace=True).dropna()
+    with open(path, "w") as out:
+        for i, start in enumerate(range(0, rows, CHUNK_ROWS)):
+            out.write(generate_chunk(adult, min(CHUNK_ROWS, rows - start), seed + i))
+
+
+def generate_chunk(adult: pd.DataFrame, rows: int, seed: int) -> str:
     rng = np.random.default_rng(seed)
     frame = adult.iloc[rng.integers(0, len(adult), rows)].reset_index(drop=True)
     frame["fnlwgt"] = (frame["fnlwgt"].astype(int) + rng.integers(-500, 500, rows)).astype(str)
@@ -46,7 +56,7 @@ def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
     lines = frame.to_csv(header=False, index=False).splitlines()
     for i in rng.choice(rows, rows // 1000, replace=False):
         lines[i] = ",".join(lines[i].split(",")[:5])  # truncated line
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 STARTUP = {"seconds": 0.0}  # Ray's start-up, reported apart from the data work
@@ -127,30 +137,53 @@ def measure(engine: str, csv: str) -> dict:
     return {"engine": engine, **result, "rows_per_second": result["rows"] / result["seconds"], "peak_rss_mb": peak / 2**20}
 
 
+def one_size(rows: int, tmp: str, engines: list[str]) -> dict:
+    csv = os.path.join(tmp, f"adult_like_{rows}.csv")
+    started = time.perf_counter()
+    generate_csv(Path(csv), rows)
+    size_mb = os.path.getsize(csv) / 2**20
+    print(f"generated {rows:,} rows ({size_mb:.0f} MiB) in {time.perf_counter() - started:.0f}s", flush=True)
+    try:
+        results = [measure(engine, csv) for engine in engines]
+    finally:
+        os.remove(csv)
+    by = {r["engine"]: r for r in results}
+    summary = {"rows": rows, "csv_mb": round(size_mb, 1), "results": results}
+    if len(by) == 2:
+        summary["ray_over_pandas_throughput"] = by["ray"]["rows_per_second"] / by["pandas"]["rows_per_second"]
+        summary["ray_over_pandas_peak_memory"] = by["ray"]["peak_rss_mb"] / by["pandas"]["peak_rss_mb"]
+    for r in results:
+        print(f"{r['engine']:<8}{r['rows']:>12,}{r['seconds']:>10.1f}{r['startup_seconds']:>19.1f}"
+              f"{r['rows_per_second']:>12,.0f}{r['peak_rss_mb']:>14,.0f}", flush=True)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes (rows) of the scale curve")
+    parser.add_argument("--engines", default="pandas,ray", help="which engines to run (pandas, ray)")
     parser.add_argument("--child", choices=["ray", "pandas"])
     parser.add_argument("--csv")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "data_stages.json"))
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.csv)
-    with tempfile.TemporaryDirectory() as tmp:
-        csv = os.path.join(tmp, "adult_like.csv")
-        started = time.perf_counter()
-        generate_csv(Path(csv), args.rows)
-        print(f"generated {args.rows:,} rows ({os.path.getsize(csv) / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f}s", flush=True)
-        results = [measure(engine, csv) for engine in ("pandas", "ray")]
-    by = {r["engine"]: r for r in results}
-    summary = {"rows": args.rows, "cpus": os.cpu_count(), "results": results,
-               "ray_over_pandas_throughput": by["ray"]["rows_per_second"] / by["pandas"]["rows_per_second"],
-               "ray_over_pandas_peak_memory": by["ray"]["peak_rss_mb"] / by["pandas"]["peak_rss_mb"]}
+    sizes = [int(r) for r in args.rows.replace("_", "").split(",")]
+    engines = args.engines.split(",")
     print(f"{'engine':<8}{'rows':>12}{'seconds':>10}{'of which start-up':>19}{'rows/s':>12}{'peak RSS MiB':>14}")
-    for r in results:
-        print(f"{r['engine']:<8}{r['rows']:>12,}{r['seconds']:>10.1f}{r['startup_seconds']:>19.1f}"
-              f"{r['rows_per_second']:>12,.0f}{r['peak_rss_mb']:>14,.0f}")
-    print(f"ray / pandas: throughput x{summary['ray_over_pandas_throughput']:.2f}, peak memory x{summary['ray_over_pandas_peak_memory']:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        curve = [one_size(rows, tmp, engines) for rows in sizes]
+    summary = {"cpus": os.cpu_count(), "sizes": curve}
+    if len(curve) > 1:  # how peak memory grows from the smallest size to the largest
+        first, last = ({r["engine"]: r for r in c["results"]} for c in (curve[0], curve[-1]))
+        summary["peak_memory_growth"] = {e: last[e]["peak_rss_mb"] / first[e]["peak_rss_mb"] for e in engines}
+        summary["rows_growth"] = curve[-1]["rows"] / curve[0]["rows"]
+    for c in curve:
+        if "ray_over_pandas_throughput" in c:
+            print(f"{c['rows']:>12,} rows: ray / pandas throughput x{c['ray_over_pandas_throughput']:.2f}, "
+                  f"peak memory x{c['ray_over_pandas_peak_memory']:.2f}")
+    for engine, growth in summary.get("peak_memory_growth", {}).items():
+        print(f"{engine}: peak memory x{growth:.1f} for x{summary['rows_growth']:.0f} the rows")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as fh:
         json.dump(summary, fh, indent=2)
