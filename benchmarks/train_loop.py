@@ -78,8 +78,10 @@ def bare_loop(args, data) -> dict:
     torch.set_num_threads(args.bare_threads)
     cfg = bench_config(args)
     model = get_task("image").build_model(cfg, ImagePreprocessor.from_state(preprocessor_state()))
-    if device.type == "cuda":
+    if device.type == "cuda":  # the same settings as the pipeline's GPU path
         torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     if args.compile:
@@ -103,7 +105,7 @@ def bare_loop(args, data) -> dict:
         for start in range(0, n - n % bs if n > bs else n, bs):
             idx = order[start:start + bs]
             with torch.autocast(device.type, dtype=precision, enabled=args.amp):
-                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+                loss = torch.nn.functional.cross_entropy(model(x[idx].contiguous(memory_format=fmt)), y[idx])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -149,8 +149,8 @@ class ShardData:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
-            if on_device:
-                yield {k: v[idx] for k, v in self.tensors.items()}
+            if on_device:  # indexing drops the channels-last strides: lay the batch out again (one copy kernel)
+                yield self.layout({k: v[idx] for k, v in self.tensors.items()})
             elif self.device.type == "cuda":  # gathered into pinned memory, copied while the GPU works
                 yield self.layout({k: v[idx].pin_memory().to(self.device, non_blocking=True) for k, v in self.tensors.items()})
             else:
