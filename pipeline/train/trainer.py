@@ -28,28 +28,31 @@ def loop_config(cfg: PipelineConfig, preprocessor_state: dict, train_rows: int, 
     return {"config": cfg.to_dict(), "preprocessor": preprocessor_state, "train_rows": train_rows, "label": label}
 
 
-IN_MEMORY_BYTES = 256 * 2**20  # materialised splits up to this size (all together) skip Train's streaming split
+IN_MEMORY_BYTES = 256 * 2**20  # single-block materialised splits up to this size (all together) skip Train's streaming split
 
 
 def in_memory_datasets(datasets: dict, cache_data: bool, limit: int | None = None) -> dict | None:
-    """Small materialised splits as one object-store reference each (a dict of NumPy columns), or None.
+    """Small single-block materialised splits as one object-store reference each (a dict of NumPy columns),
+    or None.
 
     Ray Train's streaming split starts a coordinator actor per split and streams each shard through it:
     seconds of fixed cost per run, against milliseconds to hand a few MiB to every worker whole (workers
-    keep their share; `loop.InMemoryShard`). Large or lazy data, or `cache_data: false`, still streams."""
+    keep their share; `loop.InMemoryShard`). Only single-block splits qualify: for them Ray's equal split
+    is exactly "rank r keeps rows [r*k, (r+1)*k), k = rows // world", so runs keep the same shards and
+    metrics either way; how it spreads several blocks depends on arrival order and locality. Larger, lazy
+    or multi-block data, or `cache_data: false`, streams."""
     import numpy as np
     import ray
     from ray.data.dataset import MaterializedDataset
 
-    if not cache_data or not all(isinstance(ds, MaterializedDataset) for ds in datasets.values()):
+    if not cache_data or not all(isinstance(ds, MaterializedDataset) and ds.num_blocks() == 1 for ds in datasets.values()):
         return None
     if sum(ds.size_bytes() for ds in datasets.values()) > (IN_MEMORY_BYTES if limit is None else limit):
         return None
     refs = {}
     for name, ds in datasets.items():
         parts = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
-        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-        refs[name] = ray.put(arrays)
+        refs[name] = ray.put({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     return refs
 
 
