@@ -128,3 +128,19 @@ def test_mixed_precision_sgd_and_one_cycle_train(tmp_path):
     assert history[1]["train_loss"] < history[0]["train_loss"]  # bf16 autocast on CPU still learns
     assert history[0]["lr"] > history[1]["lr"]  # one-cycle anneals within the run
     assert metrics["test"]["accuracy"] > 0.5
+
+
+def test_only_small_single_block_materialised_splits_skip_the_streaming_split():
+    import ray
+
+    from pipeline.train.trainer import in_memory_datasets
+
+    one = ray.data.from_pandas(pd.DataFrame({"x": np.arange(10.0), "y": np.arange(10)})).materialize()
+    refs = in_memory_datasets({"train": one, "val": one}, cache_data=True)
+    assert set(refs) == {"train", "val"} and ray.get(refs["train"])["y"].tolist() == list(range(10))
+    # several blocks: Ray's split spreads them by arrival and locality, which the contiguous shares would not match
+    several = ray.data.range(1000, override_num_blocks=4).materialize()
+    assert several.num_blocks() > 1 and in_memory_datasets({"train": several, "val": one}, cache_data=True) is None
+    assert in_memory_datasets({"train": one, "val": one}, cache_data=False) is None  # streaming was asked for
+    assert in_memory_datasets({"train": ray.data.range(10), "val": one}, cache_data=True) is None  # lazy
+    assert in_memory_datasets({"train": one, "val": one}, cache_data=True, limit=1) is None  # too large
