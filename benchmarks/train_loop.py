@@ -70,7 +70,7 @@ def bare_loop(args, data) -> dict:
     the loss summed on the device, one validation pass per epoch."""
     import torch
 
-    from pipeline.train.loop import amp_dtype
+    from pipeline.train.loop import amp_dtype, gpu_layout
 
     started = time.perf_counter()
     device = torch.device("cuda" if args.use_gpu else "cpu")
@@ -78,11 +78,7 @@ def bare_loop(args, data) -> dict:
     torch.set_num_threads(args.bare_threads)
     cfg = bench_config(args)
     model = get_task("image").build_model(cfg, ImagePreprocessor.from_state(preprocessor_state()))
-    if device.type == "cuda":  # the same settings as the pipeline's GPU path
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        model = model.to(memory_format=torch.channels_last)
+    channels_last = gpu_layout(model, device)  # the same cuDNN/TF32/layout settings as the pipeline's loop
     model = model.to(device)
     if args.compile:
         model = torch.compile(model)
@@ -90,7 +86,7 @@ def bare_loop(args, data) -> dict:
                                  **({"fused": True} if device.type == "cuda" else {}))
     precision = amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and precision == torch.float16)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     x, y = (torch.from_numpy(a).to(device) for a in data["train"])
     x = x.contiguous(memory_format=fmt)
     vx, vy = (torch.from_numpy(a).to(device) for a in data["val"])

@@ -103,7 +103,7 @@ def rank_share(arrays: dict[str, np.ndarray], rank: int, world: int) -> dict[str
 
 class ShardData:
     """A worker's shard of a split. With `cache`, it is pulled from Ray Data once and kept in memory (on the
-    GPU when it fits there, else pinned host memory with non-blocking copies), and each epoch's order is a
+    GPU when it fits there, else in host memory with each batch pinned and copied without blocking), and each epoch's order is a
     seeded permutation; otherwise it streams every epoch. `channels_last` lays image batches out for cuDNN."""
 
     def __init__(self, shard, device, cache: bool, shuffle_buffer: int, seed: int, channels_last: bool = False):
@@ -123,10 +123,8 @@ class ShardData:
             parts = list(self.shard.iter_torch_batches(batch_size=65536))
             tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
         if fits_on_device(tensors, self.device):
-            return self.layout({k: v.to(self.device) for k, v in tensors.items()})
-        if self.device.type == "cuda":
-            return {k: v.pin_memory() for k, v in tensors.items()}
-        return tensors
+            return {k: v.to(self.device) for k, v in tensors.items()}
+        return tensors  # host memory: each batch's gathered rows are pinned on their way (a pinned shard's index is not)
 
     def batches(self, epoch: int, batch_size: int, shuffle: bool, drop_last: bool = False):
         if not self.cache:
@@ -149,12 +147,10 @@ class ShardData:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
-            if on_device:  # indexing drops the channels-last strides: lay the batch out again (one copy kernel)
-                yield self.layout({k: v[idx] for k, v in self.tensors.items()})
-            elif self.device.type == "cuda":  # gathered into pinned memory, copied while the GPU works
-                yield self.layout({k: v[idx].pin_memory().to(self.device, non_blocking=True) for k, v in self.tensors.items()})
-            else:
-                yield {k: v[idx] for k, v in self.tensors.items()}
+            batch = {k: v[idx] for k, v in self.tensors.items()}
+            if not on_device and self.device.type == "cuda":  # gathered into pinned memory, copied while the GPU works
+                batch = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+            yield self.layout(batch)  # indexing drops channels-last strides: one copy kernel on the GPU, nothing on CPU
 
 
 def gpu_layout(model: torch.nn.Module, device: torch.device) -> bool:
