@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Literal
 
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
 
 from pipeline.config import PipelineConfig, Section
@@ -63,11 +64,22 @@ class TextRequest(BaseModel):
         return self
 
 
-def add_source(batch: pd.DataFrame) -> pd.DataFrame:
-    """The review site from the file name (`amazon_cells_labelled.txt` -> amazon)."""
-    names = batch["_source"].astype(str).map(posixpath.basename)
-    batch["source"] = names.map(lambda n: SOURCES.get(n, n.split("_")[0].split(".")[0])).astype("string")
-    return batch
+def site_of(path: str) -> str:
+    """The review site a file holds (`amazon_cells_labelled.txt` -> amazon)."""
+    name = posixpath.basename(path)
+    return SOURCES.get(name, name.split("_")[0].split(".")[0])
+
+
+def add_source(batch: pa.Table) -> pa.Table:
+    """A `source` column from each row's file name, worked out once per distinct file; batches from
+    sources that carry no file name (Parquet, JSON) pass unchanged."""
+    if "_source" not in batch.column_names:
+        return batch
+    paths = batch["_source"].combine_chunks().dictionary_encode()
+    sites = pa.array([site_of(p) for p in paths.dictionary.to_pylist()], pa.string()).take(paths.indices)
+    if "source" in batch.column_names:
+        return batch.set_column(batch.column_names.index("source"), "source", sites)
+    return batch.append_column("source", sites)
 
 
 class TextTask(ClassificationTask):
@@ -83,7 +95,10 @@ class TextTask(ClassificationTask):
         else:
             source = data.source
         ds = read_dataset(source, data.format, data.options, source_schema(cfg, columns))
-        return ds.map_batches(add_source, batch_format="pandas") if "_source" in ds.columns() else ds
+        # Decided per batch, not by `ds.columns()`: on a lazy read that runs a limit(1) whose
+        # cancelled read tasks can race their completion and abort the driver inside Ray
+        # (task_manager.cc "Tried to complete task that was not pending", seen in CI).
+        return ds.map_batches(add_source, batch_format="pyarrow")
 
     def fit_preprocessor(self, cfg, splits):
         return TextFeatures(label_column=cfg.data.labeling.target, **cfg.features.model_dump()).fit(splits["train"])
