@@ -2,8 +2,9 @@
 
 Both engines run the same pipeline code (the same cleaning steps and feature statistics from
 `pipeline.data`); only the execution differs: Ray Data streams blocks through tasks on every core,
-pandas holds the whole table in one process. Each engine runs in its own child process, whose
-peak resident memory (with all its descendants, e.g. Ray's workers) is sampled every 50 ms.
+pandas holds the whole table in one process. Each engine runs in its own child process, whose peak
+memory (PSS summed over it and its descendants, e.g. Ray's workers: shared pages counted once) is
+sampled every 0.2 s.
 
     python benchmarks/data_stages.py                          # 100k and 1M rows -> benchmarks/results/data_stages.json
     python benchmarks/data_stages.py --rows 100000,1000000,10000000   # the scale curve (10M: ~1 GiB CSV, generated, then deleted)
@@ -118,23 +119,35 @@ def child(engine: str, csv: str) -> None:
         print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "startup_seconds": STARTUP["seconds"]}))
 
 
+def tree_memory(parent) -> int:
+    """Bytes of memory held by `parent` and its descendants: the sum of each process' PSS, where a
+    page shared by n processes (Ray's object store, mapped by every worker that reads a block)
+    counts 1/n in each, so it is counted once; summed RSS would count it in every process."""
+    import psutil
+
+    total = 0
+    for process in [parent, *parent.children(recursive=True)]:
+        try:
+            info = process.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return total
+
+
 def measure(engine: str, csv: str) -> dict:
     import psutil
 
     proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--csv", csv], stdout=subprocess.PIPE, text=True)
     parent, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
-        try:
-            tree = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out = proc.stdout.read().strip().splitlines()
+        peak = max(peak, tree_memory(parent))
+        time.sleep(0.2)  # each sample reads every process's smaps: keep its CPU cost small
+    out = [line for line in proc.stdout.read().splitlines() if line.startswith('{"rows"')]  # Ray may print too
     if proc.returncode != 0 or not out:
         raise SystemExit(f"{engine} run failed with status {proc.returncode}")
     result = json.loads(out[-1])
-    return {"engine": engine, **result, "rows_per_second": result["rows"] / result["seconds"], "peak_rss_mb": peak / 2**20}
+    return {"engine": engine, **result, "rows_per_second": result["rows"] / result["seconds"], "peak_memory_mb": peak / 2**20}
 
 
 def one_size(rows: int, tmp: str, engines: list[str]) -> dict:
@@ -151,10 +164,10 @@ def one_size(rows: int, tmp: str, engines: list[str]) -> dict:
     summary = {"rows": rows, "csv_mb": round(size_mb, 1), "results": results}
     if len(by) == 2:
         summary["ray_over_pandas_throughput"] = by["ray"]["rows_per_second"] / by["pandas"]["rows_per_second"]
-        summary["ray_over_pandas_peak_memory"] = by["ray"]["peak_rss_mb"] / by["pandas"]["peak_rss_mb"]
+        summary["ray_over_pandas_peak_memory"] = by["ray"]["peak_memory_mb"] / by["pandas"]["peak_memory_mb"]
     for r in results:
         print(f"{r['engine']:<8}{r['rows']:>12,}{r['seconds']:>10.1f}{r['startup_seconds']:>19.1f}"
-              f"{r['rows_per_second']:>12,.0f}{r['peak_rss_mb']:>14,.0f}", flush=True)
+              f"{r['rows_per_second']:>12,.0f}{r['peak_memory_mb']:>14,.0f}", flush=True)
     return summary
 
 
@@ -170,13 +183,13 @@ def main() -> None:
         return child(args.child, args.csv)
     sizes = [int(r) for r in args.rows.replace("_", "").split(",")]
     engines = args.engines.split(",")
-    print(f"{'engine':<8}{'rows':>12}{'seconds':>10}{'of which start-up':>19}{'rows/s':>12}{'peak RSS MiB':>14}")
+    print(f"{'engine':<8}{'rows':>12}{'seconds':>10}{'of which start-up':>19}{'rows/s':>12}{'peak PSS MiB':>14}")
     with tempfile.TemporaryDirectory() as tmp:
         curve = [one_size(rows, tmp, engines) for rows in sizes]
     summary = {"cpus": os.cpu_count(), "sizes": curve}
     if len(curve) > 1:  # how peak memory grows from the smallest size to the largest
         first, last = ({r["engine"]: r for r in c["results"]} for c in (curve[0], curve[-1]))
-        summary["peak_memory_growth"] = {e: last[e]["peak_rss_mb"] / first[e]["peak_rss_mb"] for e in engines}
+        summary["peak_memory_growth"] = {e: last[e]["peak_memory_mb"] / first[e]["peak_memory_mb"] for e in engines}
         summary["rows_growth"] = curve[-1]["rows"] / curve[0]["rows"]
     for c in curve:
         if "ray_over_pandas_throughput" in c:
