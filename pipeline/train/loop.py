@@ -81,24 +81,22 @@ def fits_on_device(tensors: dict[str, torch.Tensor], device: torch.device, share
 
 class InMemoryShard:
     """A worker's rows of a small split handed over whole through the object store (see
-    `trainer.in_memory_datasets`): every worker reads the same arrays (zero-copy on its node) and keeps an
-    equal, contiguous share, as Ray Train's equal split would; the remainder of fewer than `world` rows is
-    left out, so every rank runs the same number of steps."""
+    `trainer.in_memory_datasets`): every worker reads the same arrays (zero-copy on its node) and keeps the
+    rows Ray Train's equal streaming split would give its rank."""
 
-    def __init__(self, ref, rank: int, world: int):
-        self.ref, self.rank, self.world = ref, rank, world
+    def __init__(self, handed: dict, rank: int):
+        self.handed, self.rank = handed, rank
 
     def tensors(self) -> dict[str, torch.Tensor]:
         import ray
 
-        return rank_share(ray.get(self.ref), self.rank, self.world)
+        return take_rows(ray.get(self.handed["rows"]), self.handed["ranges"][self.rank])
 
 
-def rank_share(arrays: dict[str, np.ndarray], rank: int, world: int) -> dict[str, torch.Tensor]:
-    """Rank `rank`'s equal, contiguous share of the rows (a writable copy, as tensors)."""
-    share = len(next(iter(arrays.values()))) // world if arrays else 0
-    part = slice(rank * share, (rank + 1) * share)
-    return {k: torch.from_numpy(np.array(v[part])) for k, v in arrays.items()}
+def take_rows(arrays: dict[str, np.ndarray], ranges: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """The rows `[start, stop)` of each range, in order, as tensors (a writable copy: the shared arrays are read-only)."""
+    return {k: torch.from_numpy(np.concatenate([v[start:stop] for start, stop in ranges]) if ranges else v[:0].copy())
+            for k, v in arrays.items()}
 
 
 class ShardData:
@@ -205,7 +203,7 @@ class TrainSession:
         import ray.train
 
         if name in self.in_memory:
-            return InMemoryShard(self.in_memory[name], self.rank, self.world)
+            return InMemoryShard(self.in_memory[name], self.rank)
         return ray.train.get_dataset_shard(name)
 
     def checkpoint(self):

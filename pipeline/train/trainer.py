@@ -28,28 +28,82 @@ def loop_config(cfg: PipelineConfig, preprocessor_state: dict, train_rows: int, 
     return {"config": cfg.to_dict(), "preprocessor": preprocessor_state, "train_rows": train_rows, "label": label}
 
 
-IN_MEMORY_BYTES = 256 * 2**20  # single-block materialised splits up to this size (all together) skip Train's streaming split
+IN_MEMORY_BYTES = 256 * 2**20  # materialised splits up to this size (all together) skip Train's streaming split
 
 
-def in_memory_datasets(datasets: dict, cache_data: bool, limit: int | None = None) -> dict | None:
-    """Small single-block materialised splits as one object-store reference each (a dict of NumPy columns),
-    or None.
+def equal_split_ranges(block_rows: list[int], world: int) -> list[list[tuple[int, int]]]:
+    """The rows `[start, stop)` of a split (its blocks concatenated in order) that each of `world` ranks
+    receives from Ray Data's equal streaming split of blocks with these row counts, the one Ray Train runs (`streaming_split(world,
+    equal=True)`, with preserve_order, which turns locality hints off): a mirror of ray.data's
+    OutputSplitter. Each arriving bundle goes whole to the rank with the fewest rows so far while what
+    is still buffered can even the ranks out; at the end the buffer is cut so that every rank has the
+    same count (a cut's tail queues behind the rest) and fewer than `world` rows are left out. It depends
+    on the blocks' row counts only, so it is deterministic; a test holds it to the real split."""
+    from collections import deque
+
+    buffer: deque[tuple[int, int]] = deque()
+    buffered, offset = 0, 0
+    counts = [0] * world
+    ranges: list[list[tuple[int, int]]] = [[] for _ in range(world)]
+    for rows in block_rows:
+        buffer.append((offset, offset + rows))
+        buffered, offset = buffered + rows, offset + rows
+        while buffer:  # dispatch what can go now
+            rank = min(range(world), key=counts.__getitem__)
+            start, stop = buffer[0]
+            after = counts.copy()
+            after[rank] += stop - start
+            if buffered - (stop - start) < sum(max(after) - c for c in after):
+                break
+            buffer.popleft()
+            buffered -= stop - start
+            counts[rank] += stop - start
+            ranges[rank].append((start, stop))
+    if buffered:
+        top = max(counts)
+        even = (buffered - sum(top - c for c in counts)) // world
+        for rank in range(world):
+            want = top - counts[rank] + even
+            while want > 0:
+                start, stop = buffer.popleft()
+                take = min(want, stop - start)
+                ranges[rank].append((start, start + take))
+                want -= take
+                if start + take < stop:
+                    buffer.append((start + take, stop))
+    return ranges
+
+
+def in_memory_datasets(datasets: dict, cache_data: bool, world: int, limit: int | None = None) -> dict | None:
+    """Small materialised splits as one object-store reference each (a dict of NumPy columns) with the rows
+    each rank keeps, or None.
 
     Ray Train's streaming split starts a coordinator actor per split and streams each shard through it:
     seconds of fixed cost per run, against milliseconds to hand a few MiB to every worker whole (workers
-    keep their share; `loop.InMemoryShard`). Only single-block splits qualify: for them Ray's equal split
-    is exactly "rank r keeps rows [r*k, (r+1)*k), k = rows // world", so runs keep the same shards and
-    metrics either way; how it spreads several blocks depends on arrival order and locality. Larger, lazy
-    or multi-block data, or `cache_data: false`, streams."""
+    keep their rows; `loop.InMemoryShard`). Each rank keeps exactly the rows the streaming split would
+    give it (`equal_split_ranges`), so runs have the same shards and metrics either way. Larger or lazy
+    data, or `cache_data: false`, streams."""
+    import numpy as np
     import ray
+    from ray.data.block import BlockAccessor
     from ray.data.dataset import MaterializedDataset
 
-    if not cache_data or not all(isinstance(ds, MaterializedDataset) and ds.num_blocks() == 1 for ds in datasets.values()):
+    if not cache_data or not all(isinstance(ds, MaterializedDataset) for ds in datasets.values()):
         return None
     if sum(ds.size_bytes() for ds in datasets.values()) > (IN_MEMORY_BYTES if limit is None else limit):
         return None
-    # One block each: its one whole-block batch is the split, no concatenation copy.
-    return {name: ray.put(next(iter(ds.iter_batches(batch_size=None, batch_format="numpy")))) for name, ds in datasets.items()}
+    handed = {}
+    for name, ds in datasets.items():
+        bundles = list(ds.iter_internal_ref_bundles())  # the order the streaming split takes them in
+        blocks = [BlockAccessor.for_block(block).to_numpy() for bundle in bundles for block in ray.get(list(bundle.block_refs))]
+        if not blocks:
+            return None
+        # One block: it is the split, no concatenation copy.
+        rows = blocks[0] if len(blocks) == 1 else {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+        # The split takes the blocks one by one (a materialised bundle may hold several).
+        block_rows = [meta.num_rows for bundle in bundles for meta in bundle.metadata]
+        handed[name] = {"rows": ray.put(rows), "ranges": equal_split_ranges(block_rows, world)}
+    return handed
 
 
 def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], storage_path: str, name: str,
@@ -60,7 +114,7 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], sto
 
     tc = cfg.train
     storage_path, storage_filesystem = storage.ray_storage(storage_path)
-    in_memory = in_memory_datasets(datasets, tc.cache_data)
+    in_memory = in_memory_datasets(datasets, tc.cache_data, tc.num_workers)
     if in_memory:
         loop, datasets = {**loop, "in_memory": in_memory}, None
     # Plain prints from the workers (one line per epoch), instead of Train re-logging each one.

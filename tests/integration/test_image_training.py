@@ -130,17 +130,38 @@ def test_mixed_precision_sgd_and_one_cycle_train(tmp_path):
     assert metrics["test"]["accuracy"] > 0.5
 
 
-def test_only_small_single_block_materialised_splits_skip_the_streaming_split():
-    import ray
+def test_small_materialised_splits_skip_the_streaming_split_with_the_same_shards():
+    import threading
 
+    import ray
+    from ray.data import ExecutionOptions
+
+    from pipeline.train.loop import InMemoryShard
     from pipeline.train.trainer import in_memory_datasets
 
     one = ray.data.from_pandas(pd.DataFrame({"x": np.arange(10.0), "y": np.arange(10)})).materialize()
-    refs = in_memory_datasets({"train": one, "val": one}, cache_data=True)
-    assert set(refs) == {"train", "val"} and ray.get(refs["train"])["y"].tolist() == list(range(10))
-    # several blocks: Ray's split spreads them by arrival and locality, which the contiguous shares would not match
-    several = ray.data.range(1000, override_num_blocks=4).materialize()
-    assert several.num_blocks() > 1 and in_memory_datasets({"train": several, "val": one}, cache_data=True) is None
-    assert in_memory_datasets({"train": one, "val": one}, cache_data=False) is None  # streaming was asked for
-    assert in_memory_datasets({"train": ray.data.range(10), "val": one}, cache_data=True) is None  # lazy
-    assert in_memory_datasets({"train": one, "val": one}, cache_data=True, limit=1) is None  # too large
+    sizes = [5, 40, 3, 17, 0, 29, 8, 11]  # uneven blocks, as a filter or a per-group split leaves them
+    starts = np.cumsum([0] + sizes)
+    several = ray.data.from_pandas([pd.DataFrame({"y": np.arange(a, a + n)}) for a, n in zip(starts, sizes)]).materialize()
+    mapped = several.map_batches(lambda b: b, batch_size=None).materialize()  # as the feature stage leaves them
+    assert several.num_blocks() > 1 and mapped.num_blocks() > 1
+    for data, world in ((several, 2), (several, 3), (mapped, 2)):
+        handed = in_memory_datasets({"train": data, "val": one}, cache_data=True, world=world)
+        ours = [InMemoryShard(handed["train"], rank).tensors()["y"].tolist() for rank in range(world)]
+        # What Ray Train's workers get: the equal streaming split, run with preserve_order as trainer.build_trainer asks.
+        ds = data.copy(data)
+        ds.context.execution_options = ExecutionOptions(preserve_order=True)
+        theirs: list = [None] * world
+
+        def consume(rank, split):
+            theirs[rank] = [int(v) for batch in split.iter_batches(batch_size=None) for v in batch["y"]]
+
+        threads = [threading.Thread(target=consume, args=(r, s)) for r, s in enumerate(ds.streaming_split(world, equal=True))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert ours == theirs, world
+    assert in_memory_datasets({"train": one, "val": one}, cache_data=False, world=2) is None  # streaming was asked for
+    assert in_memory_datasets({"train": ray.data.range(10), "val": one}, cache_data=True, world=2) is None  # lazy
+    assert in_memory_datasets({"train": one, "val": one}, cache_data=True, world=2, limit=1) is None  # too large

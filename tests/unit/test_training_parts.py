@@ -6,8 +6,8 @@ import torch
 
 from pipeline.models import unwrap
 from pipeline.timing import Stopwatch, Timings
-from pipeline.train.loop import ShardData, amp_dtype, rank_share, uses_conv2d
-from pipeline.train.trainer import train_phases
+from pipeline.train.loop import ShardData, amp_dtype, take_rows, uses_conv2d
+from pipeline.train.trainer import equal_split_ranges, train_phases
 
 
 def test_amp_prefers_bf16_and_fp16_only_when_asked_or_unsupported():
@@ -16,13 +16,30 @@ def test_amp_prefers_bf16_and_fp16_only_when_asked_or_unsupported():
     assert amp_dtype(cpu, "fp16") == torch.float16
 
 
-def test_rank_shares_are_equal_contiguous_and_cover_all_but_the_remainder():
+def test_equal_split_ranges_give_every_rank_the_same_rows_and_leave_out_fewer_than_world():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(0, 50), max_size=12), st.integers(1, 5))
+    def check(block_rows, world):
+        ranges = equal_split_ranges(block_rows, world)
+        counts = [sum(stop - start for start, stop in r) for r in ranges]
+        assert len(set(counts)) == 1  # every rank runs the same number of steps
+        rows = sorted(i for r in ranges for start, stop in r for i in range(start, stop))
+        assert len(rows) == len(set(rows)) and all(0 <= i < sum(block_rows) for i in rows)  # no row twice
+        assert sum(block_rows) - len(rows) < world
+
+    check()
+    assert equal_split_ranges([11], 3) == [[(0, 3)], [(3, 6)], [(6, 9)]]  # one block: contiguous shares
+
+
+def test_taken_rows_are_a_writable_copy_in_range_order():
     arrays = {"x": np.arange(11 * 2, dtype=np.float32).reshape(11, 2), "y": np.arange(11)}
-    shares = [rank_share(arrays, rank, 3) for rank in range(3)]
-    assert [len(s["y"]) for s in shares] == [3, 3, 3]
-    assert torch.cat([s["y"] for s in shares]).tolist() == list(range(9))
-    shares[0]["x"][0, 0] = -1  # a copy: the shared (read-only) arrays are untouched
-    assert arrays["x"][0, 0] == 0
+    taken = take_rows(arrays, [(6, 8), (1, 3)])
+    assert taken["y"].tolist() == [6, 7, 1, 2] and taken["x"].shape == (4, 2)
+    taken["x"][0, 0] = -1  # a copy: the shared (read-only) arrays are untouched
+    assert arrays["x"][6, 0] == 12 and take_rows(arrays, [])["y"].shape == (0,)
 
 
 class Rows:
