@@ -128,8 +128,13 @@ def write_text(uri: str, text: str) -> None:
     write_bytes(uri, redact(text).encode())
 
 
+def json_bytes(obj: Any) -> bytes:
+    """`obj` as redacted JSON, as `write_json` writes it (encode once what is written many times)."""
+    return redact(json.dumps(obj, indent=2, default=json_default)).encode()
+
+
 def write_json(uri: str, obj: Any) -> None:
-    write_text(uri, json.dumps(obj, indent=2, default=json_default))
+    write_bytes(uri, json_bytes(obj))
 
 
 def json_default(obj: Any) -> Any:

@@ -16,7 +16,7 @@ from safetensors.torch import load, save_file
 
 from pipeline import storage
 from pipeline.models import unwrap
-from pipeline.storage import write_json
+from pipeline.storage import json_bytes, write_bytes
 
 MODEL_FILE = "model.safetensors"
 PREPROCESSOR_FILE = "preprocessor.json"
@@ -25,12 +25,14 @@ TRAIN_STATE_FILE = "train_state.pt"
 HISTORY_FILE = "history.json"  # every epoch's metrics so far, for learning curves
 
 
-def save_model_dir(path: str, model: torch.nn.Module, preprocessor_state: dict, config: dict) -> None:
+def save_model_dir(path: str, model: torch.nn.Module, preprocessor_state: dict | bytes, config: dict | bytes) -> None:
+    """A model folder. The preprocessor state and config may come as `storage.json_bytes` already: a
+    training loop encodes them once instead of every epoch (a recommender's state is MBs of JSON)."""
     os.makedirs(path, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     save_file(state, os.path.join(path, MODEL_FILE))
-    write_json(os.path.join(path, PREPROCESSOR_FILE), preprocessor_state)
-    write_json(os.path.join(path, CONFIG_FILE), config)
+    for name, content in ((PREPROCESSOR_FILE, preprocessor_state), (CONFIG_FILE, config)):
+        write_bytes(os.path.join(path, name), content if isinstance(content, bytes) else json_bytes(content))
 
 
 def load_weights(uri: str, model: torch.nn.Module) -> torch.nn.Module:

@@ -25,7 +25,7 @@ from pipeline.train.checkpoint import (
     save_model_dir,
     save_train_state,
 )
-from pipeline.storage import write_json
+from pipeline.storage import json_bytes, write_json
 from pipeline.train.schedules import lr_factor
 
 
@@ -313,6 +313,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     drop_last = train_rows // world > tc.batch_size
     train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank, channels_last)
     val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed, channels_last)
+    model_files = (json_bytes(prep_state), json_bytes(loop_config["config"])) if rank == 0 else None  # once, not per epoch
 
     for epoch in range(state["epoch"], tc.epochs):
         started = time.perf_counter()
@@ -367,7 +368,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "stopped_early"))
             print(f"[{label}] epoch {epoch + 1}/{tc.epochs}  {shown}", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
-                save_model_dir(tmp, model, prep_state, loop_config["config"])
+                save_model_dir(tmp, model, *model_files)
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
                 write_json(os.path.join(tmp, HISTORY_FILE), {k: state[k] for k in ("resumed_from", "worker_nodes", "loop_started_at")}
                            | {"epochs": state["history"], "reported_at": time.time()})
