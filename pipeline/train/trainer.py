@@ -95,7 +95,8 @@ def in_memory_datasets(datasets: dict, cache_data: bool, world: int, limit: int 
     handed = {}
     for name, ds in datasets.items():
         bundles = list(ds.iter_internal_ref_bundles())  # the order the streaming split takes them in
-        blocks = [BlockAccessor.for_block(block).to_numpy() for bundle in bundles for block in ray.get(list(bundle.block_refs))]
+        blocks = [BlockAccessor.for_block(block) for bundle in bundles for block in ray.get(list(bundle.block_refs))]
+        blocks = [block.to_numpy() for block in blocks if block.num_rows()]  # an empty block may lack the columns
         if not blocks:
             return None
         # One block: it is the split, no concatenation copy.
