@@ -124,16 +124,17 @@ def ray_train_loop(args, data, storage: str) -> dict:
     import ray.data
     from ray.data.extensions import TensorArray
 
-    from pipeline.train.trainer import fit
+    from pipeline.train.trainer import Candidate, fit_candidates
 
     started = time.perf_counter()
     datasets = {name: ray.data.from_pandas(pd.DataFrame({"x": TensorArray(x), "y": y})).materialize()
                 for name, (x, y) in data.items()}
-    outcome = fit(bench_config(args), datasets, preprocessor_state(), storage, f"bench-{int(time.time())}",
-                  len(data["train"][1]), "ray-train")
-    seconds = [e["epoch_seconds"] for e in outcome.history]
+    run = f"bench-{int(time.time())}"
+    fitted = fit_candidates([Candidate("cnn", bench_config(args), datasets, preprocessor_state(), len(data["train"][1]), "ray-train",
+                                       f"{storage}/{run}-model")], storage, run)
+    seconds = [e["epoch_seconds"] for e in fitted.outcomes["cnn"].history]
     return summarize(f"Ray Train, {args.workers} {'GPU' if args.use_gpu else 'CPU'} worker(s)", seconds,
-                     time.perf_counter() - started, len(data["train"][1]), phases=outcome.phases,
+                     time.perf_counter() - started, len(data["train"][1]), phases=fitted.phases,
                      cpus_per_worker=args.cpus_per_worker)
 
 

@@ -211,8 +211,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     """
     from pipeline.plots import learning_curves_png
     from pipeline.runtime import resources_note
-    from pipeline.train.checkpoint import copy_checkpoint
-    from pipeline.train.trainer import fit
+    from pipeline.train.trainer import Candidate, fit_candidates
 
     started = time.perf_counter()
     timings = timings or Timings()
@@ -227,12 +226,10 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
         raise DataError(f"too few rows to train and evaluate ({counts}); every split needs at least one row")
     cache = SplitCache(task, prepared, cfg, log, timings)
-    candidates = cfg.candidate_configs()
-    several = len(candidates) > 1
+    several = len(cfg.candidate_configs()) > 1
 
-    results: dict[str, dict[str, Any]] = {}
-    baselines: dict[str, dict] = {}
-    for name, ccfg in candidates:
+    planned: list[tuple[Candidate, str]] = []  # with the folder of the candidate's plots and evaluation
+    for name, ccfg in cfg.candidate_configs():
         splits = cache.get(ccfg)
         preprocessor, features = cache.featurized(ccfg)
         tc = ccfg.train
@@ -243,20 +240,23 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         note = resources_note(tc.num_workers, tc.cpus_per_worker, 1 if tc.use_gpu else 0)
         if note:
             log(f"[{label}] warning: {note}")
-        outcome = fit(ccfg, features, preprocessor.state(), storage.join(output_dir, "checkpoints"),
-                      f"{run_id}-{name}" if several else run_id,
-                      counts["train"] if splits is prepared.splits else splits["train"].count(), label)
-        for phase, seconds in outcome.phases.items():
-            timings.add(phase, seconds)
-        model_dir = storage.join(train_dir, "model")
-        with timings.measure("registration"):  # the best checkpoint copied out, and its plot
-            copy_checkpoint(outcome.best_checkpoint, model_dir)
-            learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{label}: {run_id}")
-        log(f"[{label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
+        train_rows = counts["train"] if splits is prepared.splits else splits["train"].count()
+        planned.append((Candidate(name, ccfg, features, preprocessor.state(), train_rows, label, storage.join(train_dir, "model")), train_dir))
+    fitted = fit_candidates([c for c, _ in planned], storage.join(output_dir, "checkpoints"), run_id)
+    for phase, seconds in fitted.phases.items():
+        timings.add(phase, seconds)
+
+    results: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, dict] = {}
+    for candidate, train_dir in planned:
+        name, tc, outcome = candidate.name, candidate.cfg.train, fitted.outcomes[candidate.name]
+        with timings.measure("registration"):  # the learning curves
+            learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{candidate.label}: {run_id}")
+        log(f"[{candidate.label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
             f"{tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
         with timings.measure("evaluation"):
-            evaluated = evaluate_model(task, model_dir, splits, train_dir)
-        results[name] = {**evaluated, "model_dir": model_dir, "train_dir": train_dir, "train": {
+            evaluated = evaluate_model(task, candidate.model_dir, cache.get(candidate.cfg), train_dir)
+        results[name] = {**evaluated, "model_dir": candidate.model_dir, "train_dir": train_dir, "train": {
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_metrics.get("epoch"),
             "stopped_early": bool(outcome.history and outcome.history[-1].get("stopped_early")),
@@ -266,7 +266,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             "num_workers": tc.num_workers,
             "use_gpu": tc.use_gpu,
         }}
-        baselines = merged_baselines(baselines, cache.baselines_for(ccfg))
+        baselines = merged_baselines(baselines, cache.baselines_for(candidate.cfg))
 
     served = select_candidate(task, cfg, results)
     chosen = results[served]

@@ -25,6 +25,7 @@ from pipeline.train.checkpoint import (
     save_model_dir,
     save_train_state,
 )
+from pipeline import storage
 from pipeline.storage import json_bytes, write_json
 from pipeline.train.schedules import lr_factor
 
@@ -224,10 +225,51 @@ class TrainSession:
         dist.all_gather_object(nodes, mine)
         return nodes
 
-    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+    def report(self, metrics: dict, checkpoint_dir: str | None, ranks: tuple = (False, [])) -> None:
         import ray.train
 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+    def finish(self, history: dict) -> None:
+        """Rank 0, when training ends: nothing to keep beyond the reported checkpoints."""
+
+
+class CandidateSession(TrainSession):
+    """One candidate of a group that the same workers train in turn (`train_candidates_per_worker`): its
+    own datasets and resume checkpoint. Ray Train keeps only the latest checkpoints of a group (its
+    candidates report different metrics, which no one ranking of checkpoints could serve), so the
+    session keeps the candidate's ranked epochs (`rank_epoch`) under `<model_dir>.ranked/` itself, and
+    when the candidate ends writes the best one's model folder to `model_dir` with the whole history:
+    storage URIs every node of a cluster sees."""
+
+    def __init__(self, in_memory: dict | None, candidate: dict, resume):
+        super().__init__(in_memory)
+        self.candidate, self.resume = candidate, resume
+        self.ranked_dir = candidate["model_dir"].rstrip("/") + ".ranked"
+
+    def dataset(self, name: str):
+        return super().dataset(self.candidate["datasets"][name])
+
+    def checkpoint(self):
+        return self.resume
+
+    def epoch_dir(self, epoch: int) -> str:
+        return storage.join(self.ranked_dir, f"epoch_{epoch:05d}")
+
+    def report(self, metrics: dict, checkpoint_dir: str | None, ranks: tuple = (False, [])) -> None:
+        """`ranks`: whether this epoch is among the ranked ones, and the epochs that dropped out."""
+        ranked, dropped = ranks
+        if checkpoint_dir and ranked:
+            storage.copy_dir(checkpoint_dir, self.epoch_dir(int(metrics["epoch"])))
+        for epoch in dropped:
+            storage.delete_dir(self.epoch_dir(epoch))
+        super().report(metrics, checkpoint_dir)
+
+    def finish(self, history: dict) -> None:
+        if history["best_epoch"]:
+            storage.copy_dir(self.epoch_dir(history["best_epoch"]), self.candidate["model_dir"])
+        storage.write_json(storage.join(self.candidate["model_dir"], HISTORY_FILE), history)
+        storage.delete_dir(self.ranked_dir)
 
 
 class TuneSession:
@@ -258,15 +300,36 @@ class TuneSession:
 
         return [ray.get_runtime_context().get_node_id()]
 
-    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+    def report(self, metrics: dict, checkpoint_dir: str | None, ranks: tuple = (False, [])) -> None:
         from ray import tune
 
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
+    def finish(self, history: dict) -> None:
+        """Tune ranks the trial's checkpoints itself."""
+
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's entry point."""
+    """Ray Train's entry point for one model (a multi-worker Tune trial)."""
     run_training(loop_config, TrainSession(loop_config.get("in_memory")))
+
+
+def train_candidates_per_worker(group: dict[str, Any]) -> None:
+    """Ray Train's entry point for a task's model candidates: each in turn on the same workers, so the
+    worker group starts once (seconds per start) instead of once per candidate. After a restart the
+    latest checkpoint says which candidate was training: those before it are done (their model folders
+    are written), it resumes, the rest start fresh."""
+    import ray.train
+
+    from pipeline.train.checkpoint import checkpoint_json
+
+    candidates = group["candidates"]
+    names = [c["name"] for c in candidates]
+    resume = ray.train.get_checkpoint()
+    current = checkpoint_json(resume, HISTORY_FILE).get("candidate") if resume else None
+    first = names.index(current) if current in names else 0
+    for i, candidate in enumerate(candidates[first:], start=first):
+        run_training(candidate, CandidateSession(group.get("in_memory"), candidate, resume if i == first else None))
 
 
 def run_training(loop_config: dict[str, Any], session) -> None:
@@ -290,8 +353,10 @@ def run_training(loop_config: dict[str, Any], session) -> None:
         model = torch.compile(model)
     optimizer = make_optimizer(model.parameters(), tc, fused=device.type == "cuda")
 
-    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "history": [], "resumed_from": [], "worker_nodes": [],
-                             "loop_started_at": []}
+    # best/stale drive early stopping (with min_delta); ranked: the epochs a session keeps models of
+    # (`rank_epoch`); done: the last epoch ran or it stopped early.
+    state: dict[str, Any] = {"epoch": 0, "best": float("nan"), "stale": 0, "ranked": [], "done": False, "history": [],
+                             "resumed_from": [], "worker_nodes": [], "loop_started_at": []}
     checkpoint = session.checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as path:
@@ -315,7 +380,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed, channels_last)
     model_files = (json_bytes(prep_state), json_bytes(loop_config["config"])) if rank == 0 else None  # once, not per epoch
 
-    for epoch in range(state["epoch"], tc.epochs):
+    for epoch in range(state["epoch"], 0 if state["done"] else tc.epochs):
         started = time.perf_counter()
         # Reproducible but different per rank and epoch (dropout, augmentation, negative sampling).
         torch.manual_seed(cfg.seed + 1000 * rank + epoch)
@@ -362,6 +427,10 @@ def run_training(loop_config: dict[str, Any], session) -> None:
         state["epoch"] = epoch + 1
         stop = tc.early_stopping.patience > 0 and state["stale"] >= tc.early_stopping.patience
         metrics["stopped_early"] = bool(stop and epoch + 1 < tc.epochs)
+        state["done"] = stop or epoch + 1 == tc.epochs
+        before = {e for _, e in state["ranked"]}
+        state["ranked"] = rank_epoch(state["ranked"], metrics[tc.metric], epoch + 1, tc.mode, tc.checkpoints_to_keep)
+        ranked = {e for _, e in state["ranked"]}
         state["history"].append(dict(metrics))
 
         if rank == 0:
@@ -370,12 +439,45 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 save_model_dir(tmp, model, *model_files)
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
-                write_json(os.path.join(tmp, HISTORY_FILE), {k: state[k] for k in ("resumed_from", "worker_nodes", "loop_started_at")}
-                           | {"epochs": state["history"], "reported_at": time.time()})
-                session.report(metrics, tmp)
+                write_json(os.path.join(tmp, HISTORY_FILE), history_record(state, loop_config))
+                session.report(metrics, tmp, ranks=(epoch + 1 in ranked, sorted(before - ranked)))
         else:
             session.report(metrics, None)
         if stop:
             if rank == 0:
                 print(f"[{label}] early stopping: no {tc.metric} improvement for {state['stale']} epochs", flush=True)
             break
+    if rank == 0:
+        session.finish(history_record(state, loop_config))
+
+
+def rank_epoch(ranked: list, value: float, epoch: int, mode: str, keep: int) -> list:
+    """The epochs whose models are kept, as [value, epoch] pairs, after `epoch` reported `value`: Ray
+    Train's checkpoint ranking, so that a run picks the same best epoch whether Ray Train or the loop
+    keeps its checkpoints. Ascending by value (NaN lowest), an epoch after earlier ones of equal value;
+    beyond `keep`, the lowest go, except the latest. `best_epoch` picks from them."""
+    def score(v: float) -> tuple:
+        return (not math.isnan(v), v if mode == "max" else -v)
+
+    at = 0
+    while at < len(ranked) and not score(ranked[at][0]) > score(value):
+        at += 1
+    ranked = [*ranked[:at], [value, epoch], *ranked[at:]]
+    return [r for i, r in enumerate(ranked) if i >= len(ranked) - keep or r[1] == epoch]
+
+
+def best_epoch(ranked: list, mode: str) -> int:
+    """The best of the ranked epochs as Ray Train's `get_best_checkpoint` picks it: the first of the
+    highest (lowest for `min`) values, so among equal values the earliest still kept; NaN only when
+    every value is NaN."""
+    pick = max if mode == "max" else min
+    numbers = [r for r in ranked if not math.isnan(r[0])] or ranked
+    return pick(numbers, key=lambda r: r[0])[1] if numbers else 0
+
+
+def history_record(state: dict[str, Any], loop_config: dict[str, Any]) -> dict[str, Any]:
+    """history.json: every epoch's metrics so far, the best epoch, and when and where the loop ran."""
+    mode = config_from_dict(loop_config["config"]).train.mode
+    return ({k: state[k] for k in ("resumed_from", "worker_nodes", "loop_started_at")}
+            | {"epochs": state["history"], "best_epoch": best_epoch(state["ranked"], mode), "reported_at": time.time(),
+               "candidate": loop_config.get("name")})

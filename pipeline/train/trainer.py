@@ -9,17 +9,36 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.train.checkpoint import HISTORY_FILE, checkpoint_json
+from pipeline.train.checkpoint import HISTORY_FILE
 from pipeline.train.loop import train_loop_per_worker
 
 
 @dataclass
+class Candidate:
+    """One model to train: its config, its featurised splits ({"train", "val"}: candidates that share a
+    split share the objects), and the storage URI its best epoch's model folder goes to."""
+
+    name: str
+    cfg: PipelineConfig
+    datasets: dict
+    preprocessor_state: dict
+    train_rows: int
+    label: str  # how its log lines are prefixed
+    model_dir: str
+
+
+@dataclass
 class TrainOutcome:
-    best_checkpoint: Any  # the ray.train.Checkpoint with the best validation metric (on the run's storage)
+    model_dir: str  # the best epoch's model folder (best validation metric)
     best_metrics: dict[str, Any]
     history: list[dict[str, Any]]  # one entry per epoch, across restarts
     resumed_from: list[int]  # epochs after which training resumed from a checkpoint
     worker_nodes: list[list[str]]  # per (re)start of the worker group: the Ray node id of each rank
+
+
+@dataclass
+class GroupFit:
+    outcomes: dict[str, TrainOutcome]  # by candidate name
     phases: dict[str, float] = field(default_factory=dict)  # train_startup, training, train_shutdown (seconds)
 
 
@@ -108,7 +127,9 @@ def in_memory_datasets(datasets: dict, cache_data: bool, world: int, limit: int 
 
 
 def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], storage_path: str, name: str,
-                  callbacks: list | None = None):
+                  callbacks: list | None = None, entry=train_loop_per_worker, rank_by_metric: bool = True):
+    """A TorchTrainer running `entry` with `cfg.train`'s workers. `rank_by_metric`: Ray Train keeps the
+    best checkpoints by `train.metric` (one model per run); otherwise the latest (the loop keeps the best)."""
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -123,8 +144,9 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], sto
     # Each report waits for the controller's poll (2 s by default): with a checkpoint per epoch on
     # small data that wait would dominate the run time.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    ranking = {"checkpoint_score_attribute": tc.metric, "checkpoint_score_order": tc.mode} if rank_by_metric else {}
     return TorchTrainer(
-        train_loop_per_worker,
+        entry,
         train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}),
         datasets=datasets,
@@ -134,9 +156,7 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], sto
             name=name,
             storage_path=storage_path,
             storage_filesystem=storage_filesystem,
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=tc.checkpoints_to_keep, checkpoint_score_attribute=tc.metric, checkpoint_score_order=tc.mode
-            ),
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoints_to_keep, **ranking),
             failure_config=FailureConfig(max_failures=tc.max_failures),
             callbacks=callbacks,
             logging_config=LoggingConfig(log_level=os.environ.get("PIPELINE_TRAIN_LOG_LEVEL", "WARNING")),
@@ -144,22 +164,62 @@ def build_trainer(cfg: PipelineConfig, datasets: dict, loop: dict[str, Any], sto
     )
 
 
-def fit(cfg: PipelineConfig, datasets: dict, preprocessor_state: dict, storage_path: str, name: str, train_rows: int,
-        label: str) -> TrainOutcome:
-    """Trains (resuming if a run called `name` already has checkpoints in `storage_path`)."""
-    trainer = build_trainer(cfg, datasets, loop_config(cfg, preprocessor_state, train_rows, label), storage_path, name)
+GROUP_SETTINGS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "checkpoints_to_keep", "cache_data")
+
+
+def fit_candidates(candidates: list[Candidate], storage_path: str, name: str) -> GroupFit:
+    """Trains every candidate, resuming a run called `name` that has checkpoints in `storage_path`.
+
+    Consecutive candidates with the same worker settings (`GROUP_SETTINGS`) train in one Ray Train run,
+    in turn on the same workers: a worker group's start costs seconds (processes, torch imports, the
+    process group), which one start per task instead of one per candidate saves. Each candidate's best
+    model folder is written to its `model_dir` by the loop."""
+    groups: list[list[Candidate]] = []
+    for candidate in candidates:
+        settings = [getattr(candidate.cfg.train, k) for k in GROUP_SETTINGS]
+        if groups and [getattr(groups[-1][0].cfg.train, k) for k in GROUP_SETTINGS] == settings:
+            groups[-1].append(candidate)
+        else:
+            groups.append([candidate])
+    fitted = GroupFit({})
+    for group in groups:
+        part = fit_group(group, storage_path, name if len(groups) == 1 else f"{name}-{group[0].name}")
+        fitted.outcomes.update(part.outcomes)
+        for phase, seconds in part.phases.items():
+            fitted.phases[phase] = fitted.phases.get(phase, 0.0) + seconds
+    return fitted
+
+
+def fit_group(candidates: list[Candidate], storage_path: str, name: str) -> GroupFit:
+    from pipeline.train.loop import train_candidates_per_worker
+
+    datasets: dict[str, Any] = {}  # each distinct dataset once, as Train's `datasets` (split or handed whole)
+    keys_by_id: dict[int, str] = {}
+    loops = []
+    for candidate in candidates:
+        keys = {}
+        for split, ds in candidate.datasets.items():
+            if id(ds) not in keys_by_id:
+                keys_by_id[id(ds)] = f"{split}_{len(keys_by_id)}"
+                datasets[keys_by_id[id(ds)]] = ds
+            keys[split] = keys_by_id[id(ds)]
+        loops.append({**loop_config(candidate.cfg, candidate.preprocessor_state, candidate.train_rows, candidate.label),
+                      "name": candidate.name, "model_dir": candidate.model_dir, "datasets": keys})
+    trainer = build_trainer(candidates[0].cfg, datasets, {"candidates": loops}, storage_path, name,
+                            entry=train_candidates_per_worker, rank_by_metric=False)
     fit_started = time.time()
     result = trainer.fit()
     fit_ended = time.time()
     if result.error:
         raise result.error
-    best, best_metrics = result.get_best_checkpoint(cfg.train.metric, cfg.train.mode), None
-    for ckpt, metrics in result.best_checkpoints:
-        if ckpt.path == best.path:
-            best_metrics = metrics
-    history = checkpoint_json(result.checkpoint, HISTORY_FILE)  # the latest: its history covers every epoch
-    return TrainOutcome(best, best_metrics or {}, history["epochs"], history["resumed_from"], history.get("worker_nodes", []),
-                        train_phases(fit_started, history.get("loop_started_at", []), history.get("reported_at"), fit_ended))
+    outcomes, histories = {}, []
+    for candidate in candidates:
+        history = storage.read_json(storage.join(candidate.model_dir, HISTORY_FILE))
+        histories.append(history)
+        best = [e for e in history["epochs"] if e.get("epoch") == history.get("best_epoch")]
+        outcomes[candidate.name] = TrainOutcome(candidate.model_dir, best[-1] if best else {}, history["epochs"],
+                                                history["resumed_from"], history.get("worker_nodes", []))
+    return GroupFit(outcomes, train_phases(fit_started, histories[0].get("loop_started_at", []), histories[-1].get("reported_at"), fit_ended))
 
 
 def train_phases(fit_started: float, loop_started_at: list[float], reported_at: float | None, fit_ended: float) -> dict[str, float]:

@@ -167,3 +167,40 @@ def test_small_materialised_splits_skip_the_streaming_split_with_the_same_shards
     assert in_memory_datasets({"train": one, "val": one}, cache_data=False, world=2) is None  # streaming was asked for
     assert in_memory_datasets({"train": ray.data.range(10), "val": one}, cache_data=True, world=2) is None  # lazy
     assert in_memory_datasets({"train": one, "val": one}, cache_data=True, world=2, limit=1) is None  # too large
+
+
+def test_candidates_share_one_worker_group_and_a_killed_worker_resumes_the_one_training(tmp_path):
+    """Two candidates train in turn on the same workers; a worker killed during the second one's epoch 2
+    restarts the group at that candidate's last checkpoint, and the first one is not trained again."""
+    cfg = load_config("image", overrides={**QUICK, "train.max_failures": 1, "train.batch_size": 8,
+                                          "candidates.models": {"first": {}, "second": {"train": {"lr": 0.002}}}})
+    run = tmp_path / "run"
+    killed: dict = {}
+
+    def kill_during_the_second_candidate():
+        deadline = time.monotonic() + 300
+        ranked = run / "candidates" / "second" / "model.ranked" / "epoch_00001" / "model.safetensors"
+        while time.monotonic() < deadline:
+            snapshots = list(run.glob("checkpoints/*/checkpoint_manager_snapshot.json"))
+            # epoch 1 of the second candidate is written and its checkpoint registered by the controller
+            if ranked.exists() and snapshots and snapshots[0].stat().st_mtime > ranked.stat().st_mtime:
+                pid = alive_training_workers()[-1]
+                os.kill(pid, signal.SIGKILL)
+                killed["pid"] = pid
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_during_the_second_candidate, daemon=True)
+    killer.start()
+    metrics = run_pipeline(cfg, str(run), Registry(str(tmp_path / "registry")), log=quiet)
+    killer.join(timeout=10)
+    assert killed, "no training worker was killed"
+    histories = {name: json.loads((run / "candidates" / name / "model" / "history.json").read_text()) for name in ("first", "second")}
+    assert histories["first"]["resumed_from"] == [] and len(histories["first"]["loop_started_at"]) == 1  # trained once
+    assert histories["second"]["resumed_from"] == [1]  # from its epoch 1 checkpoint
+    for name, history in histories.items():
+        assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3], name
+        assert 1 <= history["best_epoch"] <= 3 and (run / "candidates" / name / "model" / "model.safetensors").exists()
+        assert not (run / "candidates" / name / "model.ranked").exists()  # only the best epoch's model stays
+    assert set(metrics["candidates"]) == {"first", "second"} and metrics["test"]["accuracy"] > 0.9
+    assert len(list(run.glob("checkpoints/*"))) == 1  # one Ray Train run for both

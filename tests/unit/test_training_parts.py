@@ -88,3 +88,23 @@ def test_timings_add_up_to_the_total_with_other_for_the_rest():
     assert lines[0].startswith("[image] ingest: builtin (")
     summary = timings.summary("image run-1", total=10.0)
     assert summary.splitlines()[0] == "timing (image run-1, 10.0s in all)" and "training" in summary and "30%" in summary
+
+
+def test_epoch_ranking_picks_the_best_epoch_as_ray_trains_checkpoint_ranking_does():
+    from pipeline.train.loop import best_epoch, rank_epoch
+
+    def run(values, mode="max", keep=2):
+        ranked = []
+        for epoch, value in enumerate(values, start=1):
+            ranked = rank_epoch(ranked, value, epoch, mode, keep)
+            assert any(e == epoch for _, e in ranked)  # the latest is always kept (it is the one to resume from)
+            assert len(ranked) <= keep + 1
+        return best_epoch(ranked, mode), sorted(e for _, e in ranked)
+
+    assert run([0.5, 0.7, 0.6, 0.65]) == (2, [2, 4])
+    assert run([0.9, 0.8, 0.7], mode="min") == (3, [2, 3])
+    # A plateau: of equal values the two latest stay ranked and the earlier of them is the best (epoch 13
+    # of the image workload's 4..14 at val_accuracy 0.9889, as Ray Train picked it).
+    assert run([0.89, 0.96, 0.985] + [0.9889] * 11 + [0.98]) == (13, [13, 14, 15])
+    assert run([float("nan"), 0.5, float("nan")]) == (2, [2, 3])
+    assert best_epoch([], "max") == 0
