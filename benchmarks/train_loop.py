@@ -3,8 +3,8 @@ precision, run one after the other from this one process on the same device.
 
 Model: the image task's CNN (`pipeline.models.cnn.CNN`, its default config). Data: synthetic 32x32x3 images
 in 10 classes (a class-dependent pattern plus noise, so the loss falls), with a validation set of a tenth
-the size. The Ray Train side is the pipeline's own `fit()` (data from Ray Data, a checkpoint and a report
-per epoch); the bare side is the loop a PyTorch user writes by hand, with the data already in memory (on the
+the size. The Ray Train side is the pipeline's own `fit_candidates()` (data from Ray Data, a checkpoint and a
+report per epoch); the bare side is the loop a PyTorch user writes by hand, with the data already in memory (on the
 GPU with --use-gpu) and the same validation pass per epoch.
 
     python benchmarks/train_loop.py              # CPU: Ray Train with 2 CPU workers vs one bare process

@@ -439,7 +439,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 save_model_dir(tmp, model, *model_files)
                 save_train_state(tmp, {"optimizer": optimizer.state_dict(), **state})
-                write_json(os.path.join(tmp, HISTORY_FILE), history_record(state, loop_config))
+                write_json(os.path.join(tmp, HISTORY_FILE), history_record(state, loop_config.get("name"), tc.mode))
                 session.report(metrics, tmp, ranks=(epoch + 1 in ranked, sorted(before - ranked)))
         else:
             session.report(metrics, None)
@@ -448,7 +448,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
                 print(f"[{label}] early stopping: no {tc.metric} improvement for {state['stale']} epochs", flush=True)
             break
     if rank == 0:
-        session.finish(history_record(state, loop_config))
+        session.finish(history_record(state, loop_config.get("name"), tc.mode))
 
 
 def rank_epoch(ranked: list, value: float, epoch: int, mode: str, keep: int) -> list:
@@ -475,9 +475,8 @@ def best_epoch(ranked: list, mode: str) -> int:
     return pick(numbers, key=lambda r: r[0])[1] if numbers else 0
 
 
-def history_record(state: dict[str, Any], loop_config: dict[str, Any]) -> dict[str, Any]:
+def history_record(state: dict[str, Any], candidate: str | None, mode: str) -> dict[str, Any]:
     """history.json: every epoch's metrics so far, the best epoch, and when and where the loop ran."""
-    mode = config_from_dict(loop_config["config"]).train.mode
     return ({k: state[k] for k in ("resumed_from", "worker_nodes", "loop_started_at")}
             | {"epochs": state["history"], "best_epoch": best_epoch(state["ranked"], mode), "reported_at": time.time(),
-               "candidate": loop_config.get("name")})
+               "candidate": candidate})
