@@ -87,6 +87,11 @@ class Task(ABC):
         """Model outputs for a batch of feature tensors: the model reads its `input_column`."""
         return model(batch[unwrap(model).input_column])
 
+    def augment(self, cfg: PipelineConfig, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A training batch changed at random (torch's generator, which the loop seeds per rank and epoch)
+        where the task's config asks for it (the image task's `model.augment`); by default the batch."""
+        return batch
+
     def baselines(self, cfg: PipelineConfig, splits: dict, preprocessor: Preprocessor) -> dict[str, dict]:
         """Non-neural reference models scored on the same split: {name: {metric: value}}."""
         return {}

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from pipeline.config import DataConfig, PipelineConfig, Section
 from pipeline.data.features import LabelEncoder, Preprocessor, fit_partials, merge_moments, moments
@@ -38,11 +38,19 @@ class ImageData(DataConfig):
     options: ImageOptions
 
 
+class AugmentSettings(Section):
+    """Training images changed at random each time they are seen (0 and 0: off)."""
+
+    shift: NonNegativeInt = 0  # pixels: each image moved by a whole number of pixels up to this, each way
+    rotate: NonNegativeFloat = 0.0  # degrees: each image rotated by up to this, either way
+
+
 class CNNSettings(Section):
     channels: list[PositiveInt]  # one 3x3 conv block each, max-pooled between blocks
     dense: PositiveInt
     dropout: NonNegativeFloat
     batchnorm: bool
+    augment: AugmentSettings = AugmentSettings()
 
 
 class NoFeatures(Section):
@@ -249,6 +257,12 @@ class ImageTask(ClassificationTask):
         m = cfg.model
         return CNN(preprocessor.in_shape(), len(preprocessor.labels.classes), m.channels, m.dense, m.dropout, m.batchnorm)
 
+    def augment(self, cfg, batch):
+        a = cfg.model.augment
+        if not (a.shift or a.rotate):
+            return batch
+        return {**batch, "x": shift_rotate(batch["x"], a.shift, a.rotate)}
+
     def request_to_batch(self, request: dict[str, Any], preprocessor: ImagePreprocessor):
         shape = tuple(preprocessor.shape)
         if request.get("pixels") is not None:
@@ -276,6 +290,26 @@ def infer_options(cfg: ImageConfig, ds) -> None:
         opts.shape = list(shapes.mode().iloc[0])
     if not opts.classes:
         opts.classes = sorted({c for p in partials for c in p["labels"]})
+
+
+def shift_rotate(x, shift: int, degrees: float):
+    """Each image of a (N, C, H, W) batch moved by a random whole number of pixels up to `shift` each way
+    and rotated by a random angle up to `degrees` either way (torch's seeded generator, on the batch's
+    device); pixels from outside repeat the border, the background of centred images."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
+    # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size
+    dx = torch.randint(-shift, shift + 1, (n,), device=x.device) * (2.0 / w)
+    dy = torch.randint(-shift, shift + 1, (n,), device=x.device) * (2.0 / h)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, dx], 1), torch.stack([sin, cos, dy], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def decode_png(data: str, shape: tuple, pixel_max: float) -> np.ndarray:

@@ -391,6 +391,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             lr = tc.lr * lr_factor(tc.schedule, epoch + min(step / steps_per_epoch, 1.0), tc.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            batch = task.augment(cfg, batch)
             with torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
                 outputs = task.forward(model, batch)
                 loss = task.loss(outputs, batch)

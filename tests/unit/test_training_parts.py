@@ -108,3 +108,28 @@ def test_epoch_ranking_picks_the_best_epoch_as_ray_trains_checkpoint_ranking_doe
     assert run([0.89, 0.96, 0.985] + [0.9889] * 11 + [0.98]) == (13, [13, 14, 15])
     assert run([float("nan"), 0.5, float("nan")]) == (2, [2, 3])
     assert best_epoch([], "max") == 0
+
+
+def test_image_augmentation_shifts_whole_pixels_rotates_and_is_seeded():
+    from pipeline.tasks import get_task, load_config
+    from pipeline.tasks.image import shift_rotate
+
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, 0, 3, 4] = 1.0  # one bright pixel per image, away from the border
+    torch.manual_seed(0)
+    moved = shift_rotate(x, shift=1, degrees=0.0)
+    for image in moved[:, 0]:
+        (row, col), = torch.nonzero(image > 0.5).tolist()
+        assert abs(row - 3) <= 1 and abs(col - 4) <= 1 and image.sum().item() == pytest.approx(1.0, abs=1e-5)  # a whole-pixel move
+    assert len({tuple(torch.nonzero(i[0] > 0.5).flatten().tolist()) for i in moved}) > 3  # different moves per image
+    torch.manual_seed(0)
+    assert torch.equal(shift_rotate(x, 1, 0.0), moved)  # the loop's seed decides the draws
+    turned = shift_rotate(torch.rand(4, 3, 12, 10), shift=0, degrees=15.0)
+    assert turned.shape == (4, 3, 12, 10) and torch.isfinite(turned).all()
+
+    task = get_task("image")
+    batch = {"x": x, "y": torch.zeros(64, dtype=torch.long)}
+    off = load_config("image", overrides={"model.augment.shift": 0, "model.augment.rotate": 0})
+    assert task.augment(off, batch) is batch
+    on = load_config("image", overrides={"model.augment.shift": 1})
+    assert task.augment(on, batch)["x"].shape == x.shape and task.augment(on, batch)["y"] is batch["y"]
