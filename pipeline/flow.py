@@ -226,10 +226,11 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
         raise DataError(f"too few rows to train and evaluate ({counts}); every split needs at least one row")
     cache = SplitCache(task, prepared, cfg, log, timings)
-    several = len(cfg.candidate_configs()) > 1
+    candidates = cfg.candidate_configs()
+    several = len(candidates) > 1
 
     planned: list[tuple[Candidate, str]] = []  # with the folder of the candidate's plots and evaluation
-    for name, ccfg in cfg.candidate_configs():
+    for name, ccfg in candidates:
         splits = cache.get(ccfg)
         preprocessor, features = cache.featurized(ccfg)
         tc = ccfg.train

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,7 @@ class Candidate:
 
 @dataclass
 class TrainOutcome:
-    model_dir: str  # the best epoch's model folder (best validation metric)
-    best_metrics: dict[str, Any]
+    best_metrics: dict[str, Any]  # the best epoch's (its model folder is the candidate's `model_dir`)
     history: list[dict[str, Any]]  # one entry per epoch, across restarts
     resumed_from: list[int]  # epochs after which training resumed from a checkpoint
     worker_nodes: list[list[str]]  # per (re)start of the worker group: the Ray node id of each rank
@@ -52,12 +52,13 @@ IN_MEMORY_BYTES = 256 * 2**20  # materialised splits up to this size (all togeth
 
 def equal_split_ranges(block_rows: list[int], world: int) -> list[list[tuple[int, int]]]:
     """The rows `[start, stop)` of a split (its blocks concatenated in order) that each of `world` ranks
-    receives from Ray Data's equal streaming split of blocks with these row counts, the one Ray Train runs (`streaming_split(world,
-    equal=True)`, with preserve_order, which turns locality hints off): a mirror of ray.data's
-    OutputSplitter. Each arriving bundle goes whole to the rank with the fewest rows so far while what
-    is still buffered can even the ranks out; at the end the buffer is cut so that every rank has the
-    same count (a cut's tail queues behind the rest) and fewer than `world` rows are left out. It depends
-    on the blocks' row counts only, so it is deterministic; a test holds it to the real split."""
+    receives from Ray Data's equal streaming split of blocks with these row counts, the one Ray Train
+    runs (`streaming_split(world, equal=True)`, with preserve_order, which turns locality hints off): a
+    mirror of ray.data's OutputSplitter. Each arriving block goes whole to the rank with the fewest rows
+    so far while what is still buffered can even the ranks out; at the end the buffer is cut so that
+    every rank has the same count (a cut's tail queues behind the rest) and fewer than `world` rows are
+    left out. It depends on the blocks' row counts only, so it is deterministic; a test holds it to the
+    real split."""
     from collections import deque
 
     buffer: deque[tuple[int, int]] = deque()
@@ -174,13 +175,10 @@ def fit_candidates(candidates: list[Candidate], storage_path: str, name: str) ->
     in turn on the same workers: a worker group's start costs seconds (processes, torch imports, the
     process group), which one start per task instead of one per candidate saves. Each candidate's best
     model folder is written to its `model_dir` by the loop."""
-    groups: list[list[Candidate]] = []
-    for candidate in candidates:
-        settings = [getattr(candidate.cfg.train, k) for k in GROUP_SETTINGS]
-        if groups and [getattr(groups[-1][0].cfg.train, k) for k in GROUP_SETTINGS] == settings:
-            groups[-1].append(candidate)
-        else:
-            groups.append([candidate])
+    def settings(candidate: Candidate) -> tuple:
+        return tuple(getattr(candidate.cfg.train, k) for k in GROUP_SETTINGS)
+
+    groups = [list(group) for _, group in itertools.groupby(candidates, key=settings)]  # consecutive runs alike
     fitted = GroupFit({})
     for group in groups:
         part = fit_group(group, storage_path, name if len(groups) == 1 else f"{name}-{group[0].name}")
@@ -217,8 +215,8 @@ def fit_group(candidates: list[Candidate], storage_path: str, name: str) -> Grou
         history = storage.read_json(storage.join(candidate.model_dir, HISTORY_FILE))
         histories.append(history)
         best = [e for e in history["epochs"] if e.get("epoch") == history.get("best_epoch")]
-        outcomes[candidate.name] = TrainOutcome(candidate.model_dir, best[-1] if best else {}, history["epochs"],
-                                                history["resumed_from"], history.get("worker_nodes", []))
+        outcomes[candidate.name] = TrainOutcome(best[-1] if best else {}, history["epochs"], history["resumed_from"],
+                                                history.get("worker_nodes", []))
     return GroupFit(outcomes, train_phases(fit_started, histories[0].get("loop_started_at", []), histories[-1].get("reported_at"), fit_ended))
 
 
