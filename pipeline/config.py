@@ -145,8 +145,8 @@ class LabelingConfig(Section):
 class SplitConfig(Section):
     method: Literal["random", "stratified", "grouped", "temporal", "leave_last_out"]
     ratios: list[NonNegativeFloat]  # train, val, test
-    key: list[str]  # columns that identify a row (its place comes from their hash and the seed)
-    stratify: str | None
+    key: list[str]  # columns that identify a row (its place comes from their hash and the seed); []: every column
+    stratify: str | None  # stratified: null is the label column (data.labeling.target)
     group: str | None
     time: str | None
 
@@ -154,7 +154,7 @@ class SplitConfig(Section):
     def consistent(self):
         if len(self.ratios) != 3 or abs(sum(self.ratios) - 1) > 1e-6:
             raise problem("ratios", f"give three non-negative numbers summing to 1, not {self.ratios}")
-        needed = {"stratified": ["stratify"], "grouped": ["group"], "temporal": ["time"], "leave_last_out": ["group", "time"]}
+        needed = {"grouped": ["group"], "temporal": ["time"], "leave_last_out": ["group", "time"]}
         for name in needed.get(self.method, []):
             if not getattr(self, name):
                 raise problem(name, f"split method {self.method!r} needs this column")
@@ -175,6 +175,8 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def columns_are_declared(self):
+        if self.split.method == "stratified" and self.split.stratify is None:
+            self.split.stratify = self.labeling.target
         if not self.columns:
             return self
         known = set(self.columns) | ({self.labeling.target} if self.labeling.functions else set())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 import uuid
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -129,13 +131,12 @@ def featurize(task: Task, cfg: PipelineConfig, splits: dict, log: Log = print, t
 
 
 class SplitCache:
-    """Splits, fitted features and baselines per split configuration, so candidates sharing one reuse them."""
+    """Splits and fitted features per split configuration, so candidates sharing one reuse them."""
 
     def __init__(self, task: Task, prepared: PreparedData, cfg: PipelineConfig, log: Log, timings: Timings | None = None):
         self.task, self.prepared, self.log, self.timings = task, prepared, log, timings or Timings()
         self.splits = {repr(cfg.data.split): prepared.splits}
         self.features: dict[str, tuple] = {}
-        self.baselines: dict[str, dict] = {}
 
     def get(self, cfg: PipelineConfig) -> dict:
         key = repr(cfg.data.split)
@@ -149,17 +150,40 @@ class SplitCache:
             self.features[key] = featurize(self.task, cfg, self.get(cfg), self.log, self.timings)
         return self.features[key]
 
-    def baselines_for(self, cfg: PipelineConfig) -> dict[str, dict]:
-        """The task's baselines on this config's split (computed once per split)."""
-        key = repr(cfg.data.split)
-        if key not in self.baselines:
-            preprocessor = self.featurized(cfg)[0]
-            with self.timings.measure("baselines"):
-                self.baselines[key] = self.task.baselines(cfg, self.get(cfg), preprocessor)
-            for name, scores in self.baselines[key].items():
-                shown = "  ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
-                self.log(f"[{self.task.name}] baseline {name}: test {shown}")
-        return self.baselines[key]
+
+def feature_arrays(ds) -> dict[str, np.ndarray]:
+    """A small materialised dataset's columns as NumPy arrays."""
+    batches = [b for b in ds.iter_batches(batch_size=None, batch_format="numpy") if len(next(iter(b.values()), []))]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]} if batches else {}
+
+
+def fit_baseline(task: Task, cfg: PipelineConfig, cache: SplitCache, model_dir: str, label: str, log: Log) -> dict[str, Any]:
+    """Fits a baseline candidate in the driver on its split's features and writes its model folder (the
+    layout a trained candidate's has) to `model_dir`. Returns its `train` record for metrics.json."""
+    import tempfile
+
+    from pipeline.train.checkpoint import save_model_dir
+
+    started = time.perf_counter()
+    preprocessor, features = cache.featurized(cfg)
+    model, chosen = task.fit_baseline(cfg, preprocessor, {name: feature_arrays(ds) for name, ds in features.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model_dir(tmp, model, preprocessor.state(), cfg.to_dict())
+        storage.copy_dir(tmp, model_dir)
+    seconds = time.perf_counter() - started
+    cache.timings.add("baselines", seconds)
+    shown = ", ".join(f"{k}={v}" for k, v in chosen.items())
+    log(f"[{label}] baseline {cfg.model.arch} fitted in {seconds:.1f}s{f' ({shown})' if shown else ''}")
+    return {"baseline": True, "fit_seconds": round(seconds, 2), "fit": chosen}
+
+
+def fit_and_evaluate_baseline(task: Task, cfg: PipelineConfig, cache: SplitCache, train_dir: str, label: str, log: Log) -> dict:
+    """A baseline candidate fitted (its model folder: `train_dir`/model) and scored on val and test."""
+    model_dir = storage.join(train_dir, "model")
+    train = fit_baseline(task, cfg, cache, model_dir, label, log)
+    with cache.timings.measure("evaluation"):
+        evaluated = evaluate_model(task, model_dir, cache.get(cfg), train_dir)
+    return {**evaluated, "model_dir": model_dir, "train_dir": train_dir, "train": train}
 
 
 def merged_baselines(*parts: dict[str, dict]) -> dict[str, dict]:
@@ -170,6 +194,16 @@ def merged_baselines(*parts: dict[str, dict]) -> dict[str, dict]:
             out.setdefault(name, {})
             for metric, value in scores.items():
                 out[name].setdefault(metric, value)
+    return out
+
+
+def baseline_metrics(task: Task, cfgs: dict[str, PipelineConfig], results: dict[str, dict]) -> dict[str, dict]:
+    """metrics.json's `baselines`: each baseline candidate's test metrics (scalars) under its `model.arch`."""
+    out: dict[str, dict] = {}
+    for name, result in results.items():
+        if task.is_baseline(cfgs[name]):
+            scores = {k: v for k, v in result["test"].items() if isinstance(v, (int, float))}
+            out = merged_baselines(out, {cfgs[name].model.arch: scores})
     return out
 
 
@@ -226,38 +260,44 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     if counts["train"] == 0 or counts["val"] == 0 or counts["test"] == 0:
         raise DataError(f"too few rows to train and evaluate ({counts}); every split needs at least one row")
     cache = SplitCache(task, prepared, cfg, log, timings)
-    candidates = cfg.candidate_configs()
+    candidates = dict(cfg.candidate_configs())
     several = len(candidates) > 1
+    train_dirs = {name: storage.join(output_dir, "candidates", name) if several else output_dir for name in candidates}
+    labels = {name: f"{task.name}/{name}" if several else task.name for name in candidates}
+    model_dirs = {name: storage.join(train_dirs[name], "model") for name in candidates}
 
-    planned: list[tuple[Candidate, str]] = []  # with the folder of the candidate's plots and evaluation
-    for name, ccfg in candidates:
+    planned: list[Candidate] = []
+    for name, ccfg in candidates.items():
         splits = cache.get(ccfg)
         preprocessor, features = cache.featurized(ccfg)
+        if task.is_baseline(ccfg):
+            continue
         tc = ccfg.train
-        train_dir = storage.join(output_dir, "candidates", name) if several else output_dir
-        label = f"{task.name}/{name}" if several else task.name
-        log(f"[{label}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
+        log(f"[{labels[name]}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
             f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
         note = resources_note(tc.num_workers, tc.cpus_per_worker, 1 if tc.use_gpu else 0)
         if note:
-            log(f"[{label}] warning: {note}")
+            log(f"[{labels[name]}] warning: {note}")
         train_rows = counts["train"] if splits is prepared.splits else splits["train"].count()
-        planned.append((Candidate(name, ccfg, features, preprocessor.state(), train_rows, label, storage.join(train_dir, "model")), train_dir))
-    fitted = fit_candidates([c for c, _ in planned], storage.join(output_dir, "checkpoints"), run_id)
-    for phase, seconds in fitted.phases.items():
+        planned.append(Candidate(name, ccfg, features, preprocessor.state(), train_rows, labels[name], model_dirs[name]))
+    fitted = fit_candidates(planned, storage.join(output_dir, "checkpoints"), run_id) if planned else None
+    for phase, seconds in (fitted.phases if fitted else {}).items():
         timings.add(phase, seconds)
 
     results: dict[str, dict[str, Any]] = {}
-    baselines: dict[str, dict] = {}
-    for candidate, train_dir in planned:
-        name, tc, outcome = candidate.name, candidate.cfg.train, fitted.outcomes[candidate.name]
+    for name, ccfg in candidates.items():
+        tc, train_dir = ccfg.train, train_dirs[name]
+        if task.is_baseline(ccfg):
+            results[name] = fit_and_evaluate_baseline(task, ccfg, cache, train_dir, labels[name], log)
+            continue
+        outcome = fitted.outcomes[name]
         with timings.measure("registration"):  # the learning curves
-            learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{candidate.label}: {run_id}")
-        log(f"[{candidate.label}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
+            learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{labels[name]}: {run_id}")
+        log(f"[{labels[name]}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
             f"{tc.metric}={outcome.best_metrics.get(tc.metric, float('nan')):.4f}")
         with timings.measure("evaluation"):
-            evaluated = evaluate_model(task, candidate.model_dir, cache.get(candidate.cfg), train_dir)
-        results[name] = {**evaluated, "model_dir": candidate.model_dir, "train_dir": train_dir, "train": {
+            evaluated = evaluate_model(task, model_dirs[name], cache.get(ccfg), train_dir)
+        results[name] = {**evaluated, "model_dir": model_dirs[name], "train_dir": train_dir, "train": {
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_metrics.get("epoch"),
             "stopped_early": bool(outcome.history and outcome.history[-1].get("stopped_early")),
@@ -267,7 +307,6 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             "num_workers": tc.num_workers,
             "use_gpu": tc.use_gpu,
         }}
-        baselines = merged_baselines(baselines, cache.baselines_for(candidate.cfg))
 
     served = select_candidate(task, cfg, results)
     chosen = results[served]
@@ -277,13 +316,19 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         for png in ("confusion_matrix.png", "learning_curves.png"):
             if storage.exists(storage.join(chosen["train_dir"], png)):
                 storage.copy_file(storage.join(chosen["train_dir"], png), storage.join(output_dir, png))
-    extra = {"candidates": {name: {k: r[k] for k in ("val", "test")} for name, r in results.items()}} if several else {}
-    metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baselines, served, chosen["train"],
-                          started, output_dir, timings, **extra)
+    extra = {"candidates": candidate_table(task, candidates, results)} if several else {}
+    metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baseline_metrics(task, candidates, results),
+                          served, chosen["train"], started, output_dir, timings, **extra)
     with timings.measure("registration"):
         register(task, run_id, model_dir, metrics, registry, promote, log)
     log(timings.summary(f"{task.name} {run_id}"))
     return metrics
+
+
+def candidate_table(task: Task, cfgs: dict[str, PipelineConfig], results: dict[str, dict]) -> dict[str, dict]:
+    """metrics.json's `candidates`: each one's kind (trained or baseline), validation and test metrics."""
+    return {name: {"kind": "baseline" if task.is_baseline(cfgs[name]) else "trained", "arch": getattr(cfgs[name].model, "arch", None),
+                   "val": r["val"], "test": r["test"]} for name, r in results.items()}
 
 
 def select_candidate(task: Task, cfg: PipelineConfig, results: dict) -> str:

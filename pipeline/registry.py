@@ -1,7 +1,7 @@
 """Model registry: a directory per trained model and a `production` pointer per task.
 
 Layout (any local path or URI pyarrow can write, e.g. s3://bucket/registry):
-    ROOT/<task>/runs/<run_id>/   model.safetensors preprocessor.json config.json metrics.json registration.json
+    ROOT/<task>/runs/<run_id>/   model.safetensors (or model.skops) preprocessor.json config.json metrics.json registration.json
     ROOT/<task>/production.json  {"run_id": ..., "promoted_at": ...}
 Serve and batch inference load whatever `production` points to.
 
@@ -24,7 +24,6 @@ from typing import Any
 from pipeline import storage
 from pipeline.errors import ConfigError, PipelineError
 
-MODEL_FILES = ("model.safetensors", "preprocessor.json", "config.json")
 MARKER = "registration.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -35,6 +34,13 @@ def check_name(value: str, what: str = "run id") -> str:
         raise ConfigError(f"invalid {what} {value!r}: use letters, digits, '.', '_' and '-', starting with a letter or "
                           "digit (at most 128 characters)")
     return value
+
+
+def model_files(model_dir: str) -> tuple[str, ...]:
+    """The files that make a model folder: its weights, preprocessor and config."""
+    from pipeline.train.checkpoint import CONFIG_FILE, PREPROCESSOR_FILE, weights_file
+
+    return weights_file(model_dir), PREPROCESSOR_FILE, CONFIG_FILE
 
 
 def default_registry() -> str:
@@ -70,7 +76,7 @@ class Registry:
         staging = storage.join(self.task_uri(task), "runs", f".staging-{run_id}-{uuid.uuid4().hex[:8]}") if local else target
         try:
             sizes = {}
-            for name in MODEL_FILES:
+            for name in model_files(model_dir):
                 data = storage.read_bytes(storage.join(model_dir, name))
                 storage.write_bytes(storage.join(staging, name), data)
                 sizes[name] = len(data)

@@ -172,6 +172,9 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     if name not in candidates:
         raise ConfigError(f"--candidate {name!r} is not one of {sorted(candidates)}")
     base = candidates[name]
+    if task.is_baseline(base):
+        raise ConfigError(f"candidate {name!r} is a baseline ({base.model.arch}: fitted, not trained): there is nothing to tune; "
+                          "pick a trained candidate with --candidate")
     if opts.epochs:
         base.train.epochs = opts.epochs
     metric, mode = base.train.metric, base.train.mode
@@ -223,8 +226,10 @@ def run_tune(task_name: str, cfg: PipelineConfig, opts: TuneOptions, output_dir:
     log(f"[tune] {task_name}/{name}: search={opts.search} scheduler={opts.scheduler} samples={samples} "
         f"concurrent={opts.max_concurrent} resources/trial={resources} workers/trial={opts.workers_per_trial}")
     grid = tuner.fit()
+    # The baselines that share the tuned candidate's split, for metrics.json.
+    baselines = {n: c for n, c in candidates.items() if task.is_baseline(c) and c.data.split == base.data.split}
     return summarize_sweep(task, name, base, grid, opts, output_dir, cache, prepared, registry or Registry(), started, log,
-                           new_run_id(f"{task_name}-tune"))
+                           new_run_id(f"{task_name}-tune"), baselines)
 
 
 def make_scheduler(opts: TuneOptions, cfg: PipelineConfig, metric: str, mode: str):
@@ -342,10 +347,10 @@ def trial_rows(grid, metric: str, mode: str) -> pd.DataFrame:
 
 
 def summarize_sweep(task, name: str, base: PipelineConfig, grid, opts: TuneOptions, output_dir: str, cache, prepared,
-                    registry, started: float, log, run_id: str) -> dict:
+                    registry, started: float, log, run_id: str, baselines: dict | None = None) -> dict:
     """Results table and CSV, best config YAML, plots, and the best checkpoint evaluated and registered."""
     from pipeline.evaluate import evaluate_model
-    from pipeline.flow import register, run_metrics
+    from pipeline.flow import baseline_metrics, fit_and_evaluate_baseline, register, run_metrics
     from pipeline.plots import lr_vs_metric_png, trial_curves_png
 
     metric, mode = base.train.metric, base.train.mode
@@ -374,7 +379,9 @@ def summarize_sweep(task, name: str, base: PipelineConfig, grid, opts: TuneOptio
     sweep = {"metric": metric, "mode": mode, "search": opts.search, "scheduler": opts.scheduler, "trials": len(table),
              "errored_trials": errors, "trial_epochs": total_epochs, "best_config": best.config,
              f"best_{metric}": float(table[f"best_{metric}"].iloc[0]), "experiment": grid.experiment_path}
-    metrics = run_metrics(task, run_id, task.summarize(results, name), prepared, cache.baselines_for(base), name, train,
+    baselines = baselines or {}
+    fitted = {n: fit_and_evaluate_baseline(task, c, cache, storage.join(output_dir, "baselines", n), f"tune/{n}", log) for n, c in baselines.items()}
+    metrics = run_metrics(task, run_id, task.summarize(results, name), prepared, baseline_metrics(task, baselines, fitted), name, train,
                           started, output_dir, tune=sweep)
     log(f"[tune] {len(table)} trials, {total_epochs} trial-epochs, best {metric}={sweep[f'best_{metric}']:.4f} with {best.config}")
     register(task, run_id, model_dir, metrics, registry, opts.promote, log)

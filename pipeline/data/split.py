@@ -99,7 +99,8 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     if missing:
         raise DataError(f"split method {method!r} needs column(s) {', '.join(missing)}, not in the data ({', '.join(sorted(columns))})")
 
-    hash_columns = [cfg.group] if method == "grouped" else cfg.key
+    # No key: every data column (not the reader's `_source`, `_record`... which differ between copies of a row).
+    hash_columns = [cfg.group] if method == "grouped" else (cfg.key or [c for c in ds.columns() if not c.startswith("_")])
     has_holdout = HOLDOUT_COLUMN in columns
     ratios = list(cfg.ratios)
     if has_holdout:  # a separate test source is the test split; train and val share the rest

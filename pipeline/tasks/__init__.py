@@ -1,7 +1,9 @@
 """The one registry of tasks, and loading a task's config.
 
 A task named N is a module N that defines a `Task` subclass with `name = "N"`, and its defaults in
-`N.yaml` beside the module. Built-in tasks are the modules of this package that have such a YAML;
+`N.yaml` beside the module. That YAML may hold an `embedded:` section: settings that describe the task's
+embedded data set (its columns, cleaning rules, labels, test file), applied only while `data.source` is
+`builtin`; other data (`--data`) starts from the rest, so nothing of the embedded data's shape leaks into it. Built-in tasks are the modules of this package that have such a YAML;
 others are modules listed (comma-separated, importable) in $PIPELINE_TASKS, e.g.
 `PIPELINE_TASKS=my_project.audio`. The CLI, Serve and the cluster configs all list tasks from here.
 """
@@ -67,12 +69,17 @@ def defaults_file(name: str) -> Path:
     return path
 
 
-def default_config(name: str) -> dict[str, Any]:
-    """defaults.yaml, then the task's own YAML."""
+EMBEDDED = "embedded"
+
+
+def default_config(name: str, embedded: bool = True) -> dict[str, Any]:
+    """defaults.yaml, then the task's own YAML (with its `embedded` section, or without it: for other data)."""
     task_raw = read_yaml(defaults_file(name))
     if task_raw.get("task", name) != name:
         raise ConfigError(f"{defaults_file(name)} is for task {task_raw['task']!r}, not {name!r}")
-    return deep_merge(read_yaml(DEFAULTS), task_raw)
+    described = task_raw.pop(EMBEDDED, None) or {}
+    raw = deep_merge(read_yaml(DEFAULTS), task_raw)
+    return deep_merge(raw, described) if embedded else raw
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -89,17 +96,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(task: str, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """The task's defaults, then the user's YAML file, then dotted `section.key` overrides."""
+    """The task's defaults, then the user's YAML file, then dotted `section.key` overrides. The defaults
+    describe the embedded data only while the source stays `builtin` (see `default_config`)."""
     cls = get_task(task).config_class
-    raw = default_config(task)
-    if path is not None:
-        user = read_yaml(path)
-        if user.get("task", task) != task:
-            raise ConfigError(f"config file {path} is for task {user['task']!r}, not {task!r}")
-        raw = deep_merge(raw, user)
-    for dotted, value in (overrides or {}).items():
-        apply_override(raw, dotted, value, cls)
-    raw["task"] = task
+    user = read_yaml(path) if path is not None else {}
+    if user.get("task", task) != task:
+        raise ConfigError(f"config file {path} is for task {user['task']!r}, not {task!r}")
+
+    def merged(embedded: bool) -> dict[str, Any]:
+        raw = deep_merge(default_config(task, embedded), user)
+        for dotted, value in (overrides or {}).items():
+            apply_override(raw, dotted, value, cls)
+        raw["task"] = task
+        return raw
+
+    raw = merged(embedded=True)
+    if raw.get("data", {}).get("source", "builtin") != "builtin":
+        raw = merged(embedded=False)
     return validate(cls, raw)
 
 

@@ -9,7 +9,8 @@ training, evaluation and answers for a kind of problem:
 
 Core, written by every workload: `config_class` (its typed `data.options`, `features` and `model`),
 `request_model` (its HTTP request schema), `read`, `fit_preprocessor`, `build_model` and
-`example_request`. With working defaults: `checks`, `forward` and `baselines`.
+`example_request`. With working defaults: `checks`, `forward`, `augment`, and baselines: `baseline_archs`
+(the `model.arch` values that are fitted, not trained) with `fit_baseline`.
 Objective layer: `loss`, `eval_sums` and `eval_metrics` (each epoch's validation, summable across
 workers), `score_rows` and `split_metrics` (held-out evaluation), `summarize`, `answer_batch` (and `answer`, one
 request) and `prediction_columns` (Serve and batch inference).
@@ -51,6 +52,7 @@ class Task(ABC):
     route: ClassVar[str] = "predict"  # POST /<name>/<route>
     batch_format: ClassVar[str] = "pandas"  # batch format of the raw-data stages
     selection: ClassVar[tuple[str, str]]  # validation metric and mode that pick the served candidate
+    baseline_archs: ClassVar[tuple[str, ...]] = ()  # `model.arch` values fitted in the driver by `fit_baseline`
 
     # --- core ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -92,9 +94,14 @@ class Task(ABC):
         where the task's config asks for it (the image task's `model.augment`); by default the batch."""
         return batch
 
-    def baselines(self, cfg: PipelineConfig, splits: dict, preprocessor: Preprocessor) -> dict[str, dict]:
-        """Non-neural reference models scored on the same split: {name: {metric: value}}."""
-        return {}
+    def is_baseline(self, cfg: PipelineConfig) -> bool:
+        return getattr(cfg.model, "arch", None) in self.baseline_archs
+
+    def fit_baseline(self, cfg: PipelineConfig, preprocessor: Preprocessor, features: dict[str, dict[str, np.ndarray]]) -> torch.nn.Module:
+        """A baseline candidate's model (`cfg.model.arch` in `baseline_archs`), fitted on `features["train"]`
+        (NumPy columns, as the preprocessor made them); any choice it makes uses `features["val"]` only.
+        It is saved, evaluated, selected and served like a trained candidate."""
+        raise NotImplementedError(f"task {self.name} has no baseline {getattr(cfg.model, 'arch', None)!r}")
 
     # --- objective layer ----------------------------------------------------------------------------
     @abstractmethod

@@ -3,8 +3,8 @@
 Default data: MovieLens ml-latest-small (embedded) with movie titles and genres. Candidates: a
 neural model with genre features and biased matrix factorisation, each trained for ratings on a
 random 80/10/10 split and for ranking on a per-user leave-last-out split (the objectives: see
-tasks/ranking.py); item popularity is the non-learned baseline. The served model is the ranking
-candidate with the best validation NDCG@10.
+tasks/ranking.py); item popularity (ranking) and the item's mean rating (rating) are the fitted
+baseline candidates. The served model is the ranking candidate with the best validation NDCG@10.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pipeline.config import DataConfig, PipelineConfig, Section, TableOptions
 from pipeline.data.ingest import read_dataset
 from pipeline.data.interactions import InteractionFeatures
 from pipeline.errors import ConfigError
+from pipeline.models.baselines import ItemScores
 from pipeline.models.recommender import BiasedMF, NeuralRecommender
 from pipeline.tasks.base import RequestError, source_schema
-from pipeline.tasks.ranking import RankingTask, metrics_from_sums, ranking_metrics, rating_rows, summed
+from pipeline.tasks.ranking import RankingTask
 
 
 class ItemColumns(Section):
@@ -50,7 +51,7 @@ class InteractionSettings(Section):
 
 
 class RecommenderModelSettings(Section):
-    arch: Literal["neural", "mf"]
+    arch: Literal["neural", "mf", "popularity"]  # popularity: the baseline, fitted not trained
     objective: Literal["ranking", "rating"]
     dim: PositiveInt  # embedding width
     hidden: list[PositiveInt]  # neural: the dense head
@@ -100,6 +101,7 @@ class RecommenderTask(RankingTask):
     config_class = RecommenderConfig
     request_model = RecommendRequest
     route = "recommend"
+    baseline_archs = ("popularity",)
 
     # --- data --------------------------------------------------------------------------------------
     def read(self, cfg, columns=None):
@@ -127,6 +129,8 @@ class RecommenderTask(RankingTask):
     # --- model ---------------------------------------------------------------------------------------
     def build_model(self, cfg, preprocessor: InteractionFeatures):
         m = cfg.model
+        if m.arch == "popularity":
+            return ItemScores(preprocessor.n_items, m.objective, m.train_negatives)
         if m.arch == "mf":
             return BiasedMF(preprocessor.n_users, preprocessor.n_items, m.dim, preprocessor.s["global_mean"], m.objective,
                             m.train_negatives)
@@ -135,19 +139,18 @@ class RecommenderTask(RankingTask):
                                  m.dropout, m.objective, m.train_negatives)
 
     # --- evaluation ----------------------------------------------------------------------------------
-    def baselines(self, cfg, splits, preprocessor: InteractionFeatures):
-        """Item popularity on the same split: training counts rank the held-out item among its sampled
-        negatives (ranking), the item's mean training rating predicts ratings (rating)."""
-        test = splits["test"].to_pandas()
+    def fit_baseline(self, cfg, preprocessor: InteractionFeatures, features):
+        """Item popularity: training rating counts rank items (ranking); the item's mean training rating,
+        else the global mean, predicts ratings (rating)."""
+        model = self.build_model(cfg, preprocessor)
         if cfg.model.objective == "ranking":
-            features = preprocessor.transform(test, with_target=True, negatives=True)
-            candidates = np.concatenate([features["item"][:, None], features["negatives"]], axis=1)
-            scores = ranking_metrics(preprocessor.popularity_scores()[candidates], features["has_negatives"])
+            scores = preprocessor.popularity_scores()
         else:
+            scores = np.full(preprocessor.n_items + 1, preprocessor.s["global_mean"])
             means = preprocessor.s["item_mean_rating"]
-            predicted = np.array([means.get(str(int(i)), preprocessor.s["global_mean"]) for i in test[preprocessor.item_column]])
-            scores = metrics_from_sums(summed(rating_rows(predicted - test[preprocessor.rating_column].to_numpy(np.float64))))
-        return {"popularity": {k: v for k, v in scores.items() if k != "rows"}}
+            scores[preprocessor.item_index([int(i) for i in means])] = list(means.values())
+        model.scores.copy_(torch.as_tensor(scores, dtype=torch.float32))
+        return model, {}
 
     # --- serving -----------------------------------------------------------------------------------------
     def answer_batch(self, requests, predictor):

@@ -1,7 +1,8 @@
-"""Text sentiment classification: BiLSTM + attention and a mean-embedding model over sub-words.
+"""Text sentiment classification: BiLSTM + attention and a mean-embedding model over sub-words, and
+TF-IDF + logistic regression as the baseline candidate.
 
 Default data: Sentiment Labelled Sentences (imdb, amazon, yelp; embedded), with the review site as
-a `source` column. Both candidates train on the same split; the best on validation is served.
+a `source` column. Every candidate uses the same split and features; the best on validation is served.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 from pipeline.config import PipelineConfig, Section
 from pipeline.data.ingest import read_dataset
 from pipeline.data.text import TextFeatures
+from pipeline.models.baselines import TfidfLinear, fit_tfidf_logreg
 from pipeline.models.text import BiLSTMAttention, MeanEmbedding
 from pipeline.tasks.base import RequestError, source_schema
-from pipeline.tasks.classification import ClassificationTask, classification_metrics
+from pipeline.tasks.classification import ClassificationTask
 
 SOURCES = {"amazon_cells_labelled.txt": "amazon", "imdb_labelled.txt": "imdb", "yelp_labelled.txt": "yelp"}
 MAX_TEXTS = 256  # texts in one request
@@ -37,8 +39,11 @@ class TextFeatureSettings(Section):
     max_chars: PositiveInt  # a longer request answers 422
 
 
+TFIDF_C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # tfidf_logreg: inverse regularisation, chosen on validation
+
+
 class TextModelSettings(Section):
-    arch: Literal["bilstm_attention", "mean_embedding"]
+    arch: Literal["bilstm_attention", "mean_embedding", "tfidf_logreg"]
     embed_dim: PositiveInt
     hidden: PositiveInt  # LSTM width (bilstm_attention)
     dropout: NonNegativeFloat
@@ -87,6 +92,7 @@ class TextTask(ClassificationTask):
     config_class = TextConfig
     request_model = TextRequest
     group_column = "source"
+    baseline_archs = ("tfidf_logreg",)
 
     def read(self, cfg, columns=None):
         data = cfg.data
@@ -105,23 +111,16 @@ class TextTask(ClassificationTask):
 
     def build_model(self, cfg, preprocessor):
         m = cfg.model
+        if m.arch == "tfidf_logreg":  # words and bigrams: the bag's ids below the character n-grams'
+            return TfidfLinear(preprocessor.vocab_size, len(preprocessor.labels.classes), preprocessor.hash_base)
         if m.arch == "mean_embedding":
             return MeanEmbedding(preprocessor.vocab_size, len(preprocessor.labels.classes), m.embed_dim, m.dropout)
         return BiLSTMAttention(preprocessor.vocab_size, len(preprocessor.labels.classes), m.embed_dim, m.hidden, m.dropout)
 
-    def baselines(self, cfg, splits, preprocessor):
-        """TF-IDF (word 1-2 grams) + logistic regression on the same split."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
-        text, label = preprocessor.text_column, preprocessor.label_column
-        frames = {name: splits[name].select_columns([text, label]).to_pandas() for name in ("train", "test")}
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-        model = LogisticRegression(C=10.0, max_iter=2000)
-        model.fit(vectorizer.fit_transform(frames["train"][text]), frames["train"][label].astype(str))
-        predicted = model.predict(vectorizer.transform(frames["test"][text]))
-        scores = classification_metrics(frames["test"][label], predicted, preprocessor.labels.classes)
-        return {"tfidf_logreg": {k: v for k, v in scores.items() if k in ("accuracy", "macro_f1", "rows")}}
+    def fit_baseline(self, cfg, preprocessor, features):
+        """TF-IDF of the training words and bigrams and a logistic regression, C chosen on validation."""
+        model = self.build_model(cfg, preprocessor)
+        return model, fit_tfidf_logreg(model, features["train"], features["val"], TFIDF_C_GRID, cfg.seed)
 
     def request_to_batch(self, request, preprocessor: TextFeatures):
         texts = [request["text"]] if request.get("text") is not None else list(request["texts"])

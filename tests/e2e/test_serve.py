@@ -356,7 +356,8 @@ def test_a_broken_model_answers_503_on_its_routes_while_the_others_serve(image_r
     production = json.loads((registry / "tabular" / "production.json").read_text())["run_id"]
     good = registry / "tabular" / "runs" / "repaired"
     shutil.copytree(registry / "tabular" / "runs" / production, good)
-    (registry / "tabular" / "runs" / production / "model.safetensors").write_bytes(b"\x00" * 64)
+    [weights] = (registry / "tabular" / "runs" / production).glob("model.s*")  # safetensors, or skops for a scikit-learn model
+    weights.write_bytes(b"\x00" * 64)
     base, proc = start_serve(ray_cluster, registry, ["image", "tabular"], "--reload-interval", "0.5")
     try:
         status, body = request(base + "/tabular/predict", ADULT_RECORDS[0][0])

@@ -5,7 +5,7 @@ def test_text_sentiment_targets(text_run):
     m = text_run["metrics"]
     print("text served", m["served_model"], "test accuracy", m["test"]["accuracy"], "baseline", m["baselines"]["tfidf_logreg"])
     assert m["test"]["accuracy"] >= 0.82
-    assert set(m["candidates"]) == {"bilstm_attention", "mean_embedding"}
+    assert set(m["candidates"]) == {"bilstm_attention", "mean_embedding", "tfidf_logreg"}
     best_val = max(m["candidates"], key=lambda n: m["candidates"][n]["val"]["accuracy"])
     assert m["served_model"] == best_val
     assert set(m["test"]["per_source"]) == {"amazon", "imdb", "yelp"}
@@ -21,7 +21,8 @@ def test_recommender_targets(recommender_run):
     assert m["test"]["rmse"] <= 0.90
     for name, baseline in m["baselines"].items():
         assert m["test"]["ndcg@10"] >= baseline["ndcg@10"], name
-    assert set(m["candidates"]) == {"neural_ranking", "mf_ranking", "neural_rating", "mf_rating"}
+    assert set(m["candidates"]) == {"neural_ranking", "mf_ranking", "neural_rating", "mf_rating", "popularity_ranking",
+                                    "popularity_rating"}
     ranking = {n: c for n, c in m["candidates"].items() if "ndcg@10" in c["val"]}
     assert m["served_model"] == max(ranking, key=lambda n: ranking[n]["val"]["ndcg@10"])
     assert {"rmse", "hr@10", "ndcg@10"} <= set(m["baselines"]["popularity"])

@@ -34,7 +34,8 @@ def adult_config(tmp_path, source):
     cfg = get_task("tabular")
     from pipeline.tasks import load_config
 
-    return load_config("tabular", None, {"data.source": str(source), "data.test_source": None}), cfg
+    adult = load_config("tabular")  # Adult's description (it applies to the embedded source only), for a copy of Adult's rows
+    return adult.model_copy(update={"data": adult.data.model_copy(update={"source": str(source), "test_source": None})}), cfg
 
 
 def test_a_stray_quote_costs_one_row_not_the_rest_of_the_file(tmp_path):
