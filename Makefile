@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 IMAGE  ?= ghcr.io/ray-dl-pipeline/dl-pipeline:0.1.0
 PY      = $(VENV)/bin/python
 
-.PHONY: install demo test test-unit lint clean image push
+.PHONY: install demo test test-unit lint docs clean image push
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test-unit: install
 
 lint: install
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check pipeline tests jobs benchmarks
+
+docs: install  # README's command reference, from the argument parser
+	PIPELINE_TASKS= $(PY) -m pipeline.cli_reference README.md
 
 clean:
 	rm -rf runs .pytest_cache

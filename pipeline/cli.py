@@ -26,6 +26,11 @@ from pipeline.errors import PipelineError
 from pipeline.tasks import task_names
 
 
+REGISTRY_HELP = "registry path or URI (default: $PIPELINE_REGISTRY or ~/.pipeline/registry)"
+ADDRESS_HELP = "Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
+VERBOSE_HELP = "show Ray's own progress output"
+
+
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=task_names(), help="workload")
     p.add_argument("--config", help="YAML file merged over the task's defaults")
@@ -34,9 +39,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.01 (repeatable)")
     p.add_argument("--seed", type=int, help="random seed (splits, initialisation, shuffling)")
     p.add_argument("--output", help="output directory (default: runs/<run-id>)")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--address", help=ADDRESS_HELP)
     add_shared_storage_arg(p)
-    p.add_argument("--verbose", action="store_true", help="show Ray's own progress output")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
 
 def add_shared_storage_arg(p: argparse.ArgumentParser) -> None:
@@ -48,8 +53,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, help="data-parallel training workers")
     p.add_argument("--cpus-per-worker", type=int, help="CPUs per training worker")
     p.add_argument("--use-gpu", action="store_true", default=None, help="train on GPUs (one per worker)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int, help="maximum training epochs")
+    p.add_argument("--batch-size", type=int, help="rows per training step on each worker")
     p.add_argument("--lr", type=float, help="base learning rate")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
     p.add_argument("--schedule", help="LR schedule: constant, step, exp_decay, cosine, one_cycle, warmup_cosine")
@@ -57,7 +62,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp-dtype", choices=["auto", "bf16", "fp16"], help="mixed precision type (default auto: bf16, or fp16 "
                    "with loss scaling on GPUs without bf16)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--registry", help="registry path or URI (default: $PIPELINE_REGISTRY or ~/.pipeline/registry)")
+    p.add_argument("--registry", help=REGISTRY_HELP)
     p.add_argument("--run-id", help="name of the run; an existing run's checkpoints are resumed")
     p.add_argument("--no-promote", action="store_true", help="register the model without making it production")
 
@@ -79,15 +84,15 @@ def add_serve_args(p: argparse.ArgumentParser, host: str, proxy_location: str) -
     """`pipeline serve` (a laptop, the foreground) and `pipeline deploy` (a cluster) differ in defaults only."""
     p.add_argument("--host", default=host, help="address Serve's HTTP proxies listen on")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--registry")
+    p.add_argument("--registry", help=REGISTRY_HELP)
     p.add_argument("--tasks", nargs="+", choices=task_names())
-    p.add_argument("--address")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--proxy-location", default=proxy_location, choices=["HeadOnly", "EveryNode"],
                    help="where Serve's HTTP proxies run (EveryNode: one per node, behind a load balancer)")
     p.add_argument("--serve-config", help="YAML with serve.yaml's keys (any subset), per-task overrides under `tasks`")
     g = p.add_argument_group("deployments (defaults: pipeline/serve/serve.yaml)")
-    g.add_argument("--min-replicas", type=int)
-    g.add_argument("--max-replicas", type=int)
+    g.add_argument("--min-replicas", type=int, help="fewest replicas per task when autoscaling")
+    g.add_argument("--max-replicas", type=int, help="most replicas per task when autoscaling")
     g.add_argument("--target-ongoing-requests", type=float, help="autoscaling target per replica")
     g.add_argument("--max-ongoing-requests", type=int, help="requests a replica works on at once")
     g.add_argument("--max-queued-requests", type=int, help="queued requests before 503 (-1: unbounded)")
@@ -123,15 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="every task end to end on embedded data, then one HTTP request each")
-    demo.add_argument("--output", default="runs/demo")
-    demo.add_argument("--registry")
+    demo.add_argument("--output", default="runs/demo", help="folder of the runs, one per task")
+    demo.add_argument("--registry", help=REGISTRY_HELP)
     demo.add_argument("--tasks", nargs="+", choices=task_names(), help="subset of tasks (default: all)")
-    demo.add_argument("--num-workers", type=int)
+    demo.add_argument("--num-workers", type=int, help="data-parallel training workers per task")
     demo.add_argument("--port", type=int, default=0, help="port for the HTTP check (default: a free one)")
     demo.add_argument("--no-serve", action="store_true", help="skip the HTTP check")
-    demo.add_argument("--address")
+    demo.add_argument("--address", help=ADDRESS_HELP)
     add_shared_storage_arg(demo)
-    demo.add_argument("--verbose", action="store_true")
+    demo.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     run = sub.add_parser("run", help="data stages, training, evaluation and registration for one task")
     add_config_args(run)
@@ -143,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="learning-rate / schedule sweep with Ray Tune over the same training loop")
     add_config_args(tune)
     tune.add_argument("--search", default="random", choices=["random", "grid", "bayes"], help="bayes: Optuna (TPE)")
-    tune.add_argument("--scheduler", default="asha", choices=["asha", "pbt", "fifo"])
+    tune.add_argument("--scheduler", default="asha", choices=["asha", "pbt", "fifo"], help="trial scheduler (fifo: none)")
     tune.add_argument("--num-samples", type=int, default=8, help="trials to sample (random, bayes)")
-    tune.add_argument("--max-concurrent", type=int, default=2)
+    tune.add_argument("--max-concurrent", type=int, default=2, help="trials running at once")
     tune.add_argument("--cpus-per-trial", type=float, default=1.0, help="per worker with --workers-per-trial > 1")
     tune.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU, e.g. 0.25")
     tune.add_argument("--workers-per-trial", type=int, default=1, help="each trial a multi-worker Ray Train run")
@@ -158,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same --output/--storage")
     tune.add_argument("--storage", help="sweep storage path or URI (default: OUTPUT/tune), e.g. s3://bucket/sweeps")
     tune.add_argument("--name", help="experiment name (default: TASK-tune)")
-    tune.add_argument("--registry")
+    tune.add_argument("--registry", help=REGISTRY_HELP)
     tune.add_argument("--promote", action="store_true", help="make the best trial's model production")
     tune.add_argument("--mlflow-uri", help="MLflow tracking URI (default with mlflow installed and a local --output: sqlite:///OUTPUT/mlflow.db)")
 
@@ -170,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predict one request with the production model (no Ray needed)")
     predict.add_argument("task", choices=task_names())
     predict.add_argument("--input", required=True, help="request JSON, inline or @file.json")
-    predict.add_argument("--registry")
+    predict.add_argument("--registry", help=REGISTRY_HELP)
     predict.add_argument("--model", help="a model directory or URI instead of the production model")
 
     batch = sub.add_parser("batch-predict", help="Ray Data batch inference with the production model")
@@ -182,16 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="actors in the prediction pool, each holding the model (one number: a fixed pool)")
     batch.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per prediction actor (fractions share one)")
     batch.add_argument("--batch-size", type=int, default=1024, help="rows per forward pass")
-    batch.add_argument("--registry")
+    batch.add_argument("--registry", help=REGISTRY_HELP)
     batch.add_argument("--model", help="a model directory or URI instead of the production model")
-    batch.add_argument("--address")
+    batch.add_argument("--address", help=ADDRESS_HELP)
     add_shared_storage_arg(batch)
 
     registry = sub.add_parser("registry", help="list registered runs or promote one")
     registry.add_argument("action", choices=["list", "promote"])
     registry.add_argument("task", nargs="?", choices=task_names())
-    registry.add_argument("run_id", nargs="?")
-    registry.add_argument("--registry")
+    registry.add_argument("run_id", nargs="?", help="the run to promote")
+    registry.add_argument("--registry", help=REGISTRY_HELP)
     return parser
 
 

@@ -97,6 +97,30 @@ ADULT_RECORDS = [  # rows 1 and 3 of adult.test, with their true labels
 ]
 
 
+def readme_curls() -> list[tuple[str, dict | None]]:
+    """(path, JSON body or None for a GET) of every `curl` example in README."""
+    import re
+
+    from tests.conftest import REPO
+
+    found = []
+    for line in (REPO / "README.md").read_text().splitlines():
+        match = re.match(r"curl -s localhost:8000(/\S*)(?: .* -d '(.*)')?$", line.strip())
+        if match:
+            found.append((match.group(1), json.loads(match.group(2)) if match.group(2) else None))
+    return found
+
+
+def test_every_readme_curl_example_answers_200_and_covers_every_route(server):
+    base, _ = server
+    examples = readme_curls()
+    routes = {f"/{name}/{get_task(name).route}" for name in ("image", "tabular", "text", "recommender")} | {"/healthz", "/models"}
+    assert {path for path, _ in examples} == routes
+    for path, body in examples:
+        status, answer = request(base + path, body)
+        assert status == 200, (path, answer)
+
+
 def test_tabular_records_get_the_right_class(server):
     base, _ = server
     for record, label in ADULT_RECORDS:
