@@ -289,6 +289,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         tc, train_dir = ccfg.train, train_dirs[name]
         if task.is_baseline(ccfg):
             results[name] = fit_and_evaluate_baseline(task, ccfg, cache, train_dir, labels[name], log)
+            track(results[name], train_dir, timings)
             continue
         outcome = fitted.outcomes[name]
         with timings.measure("registration"):  # the learning curves
@@ -307,6 +308,8 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             "num_workers": tc.num_workers,
             "use_gpu": tc.use_gpu,
         }}
+        track(results[name], train_dir, timings)
+    log(f"[{task.name}] TensorBoard: tensorboard --logdir {storage.join(output_dir, 'candidates') if several else storage.join(output_dir, 'tensorboard')}")
 
     served = select_candidate(task, cfg, results)
     chosen = results[served]
@@ -323,6 +326,15 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         register(task, run_id, model_dir, metrics, registry, promote, log)
     log(timings.summary(f"{task.name} {run_id}"))
     return metrics
+
+
+def track(result: dict[str, Any], train_dir: str, timings: Timings) -> None:
+    """The candidate's TensorBoard events (`train_dir`/tensorboard): its epochs, held-out metrics, confusion matrix."""
+    from pipeline.tracking import write_events
+
+    with timings.measure("registration"):
+        write_events(storage.join(train_dir, "tensorboard"), result["train"].get("history", []),
+                     {k: result[k] for k in ("val", "test")}, storage.join(train_dir, "confusion_matrix.png"))
 
 
 def candidate_table(task: Task, cfgs: dict[str, PipelineConfig], results: dict[str, dict]) -> dict[str, dict]:

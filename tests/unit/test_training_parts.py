@@ -133,3 +133,21 @@ def test_image_augmentation_shifts_whole_pixels_rotates_and_is_seeded():
     assert task.augment(off, batch) is batch
     on = load_config("image", overrides={"model.augment.shift": 1})
     assert task.augment(on, batch)["x"].shape == x.shape and task.augment(on, batch)["y"] is batch["y"]
+
+
+def test_tensorboard_events_hold_each_epoch_the_final_metrics_and_the_confusion_matrix(tmp_path):
+    from pipeline.plots import confusion_matrix_png
+    from pipeline.tracking import write_events
+    from tests.tensorboard_events import read_events
+
+    history = [{"epoch": e, "lr": 0.1 / e, "base_lr": 0.1, "train_loss": 1.0 / e, "val_accuracy": 0.5 + e / 10,
+                "stopped_early": False} for e in (1, 2, 3)]
+    png = str(tmp_path / "cm.png")
+    confusion_matrix_png(np.array([[5, 1], [2, 7]]), ["a", "b"], png, "test")
+    write_events(str(tmp_path / "tb"), history, {"val": {"accuracy": 0.8}, "test": {"accuracy": 0.75, "rows": 15}}, png)
+    scalars, images = read_events(tmp_path / "tb")
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3] and abs(scalars["lr"][2][1] - 0.1 / 3) < 1e-7
+    assert abs(scalars["val/accuracy"][1][1] - 0.7) < 1e-6
+    assert scalars["test_final/accuracy"] == [(3, 0.75)] and "test_final/rows" not in scalars  # ints are counts, not metrics
+    assert "base_lr" not in scalars and "stopped_early" not in scalars and "epoch" not in scalars
+    assert images == {"test_final/confusion_matrix"}
