@@ -30,8 +30,8 @@ test-unit: install
 lint: install
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check pipeline tests jobs benchmarks
 
-docs: install  # README's command reference, from the argument parser
-	PIPELINE_TASKS= $(PY) -m pipeline.cli_reference README.md
+docs: install  # README's command and configuration references, from the parser and the typed config
+	PIPELINE_TASKS= $(PY) -m pipeline.reference README.md
 
 clean:
 	rm -rf runs .pytest_cache

@@ -126,7 +126,7 @@ class LabelingConfig(Section):
 
     target: str = "label"  # the column the vote writes
     default: str | None = None  # the label when every function abstains (else: quarantined as unlabeled)
-    functions: list[LabelingFunction] = []
+    functions: list[LabelingFunction] = []  # map, keyword, regex or threshold rules (pipeline/data/label.py)
 
     @property
     def names(self) -> list[str]:
@@ -147,8 +147,8 @@ class SplitConfig(Section):
     ratios: list[NonNegativeFloat]  # train, val, test
     key: list[str]  # columns that identify a row (its place comes from their hash and the seed); []: every column
     stratify: str | None  # stratified: null is the label column (data.labeling.target)
-    group: str | None
-    time: str | None
+    group: str | None  # grouped / leave_last_out: rows of one value stay in one split
+    time: str | None  # temporal / leave_last_out: the column that orders rows
 
     @model_validator(mode="after")
     def consistent(self):
@@ -212,16 +212,16 @@ class ScheduleConfig(Section):
 
 class EarlyStoppingConfig(Section):
     patience: NonNegativeInt  # epochs without improvement before stopping; 0 disables
-    min_delta: NonNegativeFloat
+    min_delta: NonNegativeFloat  # smaller changes of train.metric do not count as improvement
 
 
 class TrainConfig(Section):
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    epochs: PositiveInt  # maximum; early stopping may end sooner
+    batch_size: PositiveInt  # rows per step on each worker
     optimizer: Literal["adam", "adamw", "sgd"]
-    lr: PositiveFloat
+    lr: PositiveFloat  # base learning rate, before the schedule
     momentum: NonNegativeFloat  # sgd only
-    weight_decay: NonNegativeFloat
+    weight_decay: NonNegativeFloat  # decoupled for adamw, L2 for adam and sgd
     schedule: ScheduleConfig
     early_stopping: EarlyStoppingConfig
     metric: str  # selects the best checkpoint and drives early stopping
@@ -230,8 +230,8 @@ class TrainConfig(Section):
     amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"  # auto: bf16 where supported, else fp16 with loss scaling
     compile: bool = False  # torch.compile the model (pays a compile on the first epoch)
     num_workers: PositiveInt
-    use_gpu: bool
-    cpus_per_worker: PositiveInt
+    use_gpu: bool  # one GPU per worker
+    cpus_per_worker: PositiveInt  # CPUs each training worker reserves
     max_failures: NonNegativeInt  # restarts from the latest checkpoint after a worker dies
     checkpoints_to_keep: PositiveInt
     cache_data: bool  # keep each worker's shard in memory after the first epoch (small data)
@@ -243,9 +243,9 @@ class TrainConfig(Section):
 class Domain(Section):
     """One search dimension: exactly one of loguniform, uniform or choice."""
 
-    loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
-    uniform: tuple[float, float] | None = None
-    choice: list[Any] | None = None
+    loguniform: tuple[PositiveFloat, PositiveFloat] | None = None  # [low, high], sampled on a log scale
+    uniform: tuple[float, float] | None = None  # [low, high]
+    choice: list[Any] | None = None  # values sampled at random
 
     @model_validator(mode="after")
     def exactly_one(self):
@@ -256,16 +256,16 @@ class Domain(Section):
 
 
 class AshaConfig(Section):
-    grace_period: PositiveInt
-    reduction_factor: float = Field(gt=1)
+    grace_period: PositiveInt  # epochs every trial runs before ASHA may stop it
+    reduction_factor: float = Field(gt=1)  # each rung keeps 1 / reduction_factor of the trials
 
 
 class PBTConfig(Section):
-    perturbation_interval: PositiveInt
-    lr_bounds: tuple[PositiveFloat, PositiveFloat]
-    quantile_fraction: float = Field(gt=0, le=0.5)
-    resample_probability: float = Field(ge=0, le=1)
-    synch: bool
+    perturbation_interval: PositiveInt  # epochs between exploit / explore steps
+    lr_bounds: tuple[PositiveFloat, PositiveFloat]  # resampled learning rates stay within
+    quantile_fraction: float = Field(gt=0, le=0.5)  # the bottom share copies the top share
+    resample_probability: float = Field(ge=0, le=1)  # a perturbed lr is resampled instead of scaled
+    synch: bool  # perturb all trials together at each interval
 
 
 DOTTED_KEYS = {"dotted_keys": True}  # a mapping keyed by dotted config keys: `--set tune.space.train.lr=...`
@@ -283,9 +283,9 @@ class TuneConfig(Section):
 class CandidateConfig(Section):
     """One model candidate: changes to the `model`, `train` and `data` sections, for it alone."""
 
-    model: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    data: dict[str, Any] = {}
+    model: dict[str, Any] = {}  # changes to the model section
+    train: dict[str, Any] = {}  # changes to the train section
+    data: dict[str, Any] = {}  # changes to the data section (e.g. its split)
 
 
 class CandidatesConfig(Section):
@@ -295,7 +295,7 @@ class CandidatesConfig(Section):
 
 class PipelineConfig(Section):
     task: str
-    seed: int
+    seed: int  # splits, initialisation, shuffling, sampled negatives
     data: DataConfig
     features: Section
     model: Section

@@ -47,9 +47,9 @@ class AugmentSettings(Section):
 
 class CNNSettings(Section):
     channels: list[PositiveInt]  # one 3x3 conv block each, max-pooled between blocks
-    dense: PositiveInt
-    dropout: NonNegativeFloat
-    batchnorm: bool
+    dense: PositiveInt  # width of the hidden dense layer
+    dropout: NonNegativeFloat  # before the output layer
+    batchnorm: bool  # after each convolution
     augment: AugmentSettings = AugmentSettings()
 
 
@@ -59,7 +59,7 @@ class NoFeatures(Section):
 
 class ImageConfig(PipelineConfig):
     data: ImageData
-    features: NoFeatures
+    features: NoFeatures  # none: pixels are standardised with the training split's statistics
     model: CNNSettings
 
 

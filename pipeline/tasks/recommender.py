@@ -29,8 +29,8 @@ from pipeline.tasks.ranking import RankingTask
 
 
 class ItemColumns(Section):
-    item: str = "movieId"
-    title: str = "title"
+    item: str = "movieId"  # the item id, as in the ratings
+    title: str = "title"  # shown in recommendations
     genres: str = "genres"  # "A|B|C"
 
 
@@ -44,9 +44,9 @@ class RecommenderData(DataConfig):
 
 
 class InteractionSettings(Section):
-    user_column: str
-    item_column: str
-    rating_column: str
+    user_column: str  # user ids in the ratings
+    item_column: str  # item ids in the ratings
+    rating_column: str  # the rating (regression target; any rating is a positive for ranking)
     negatives: PositiveInt  # sampled unrated items per held-out rating (ranking protocol)
 
 

@@ -38,8 +38,8 @@ class TableFeatureSettings(Section):
 
 class MLPSettings(Section):
     arch: Literal["mlp", "hist_gradient_boosting"] = "mlp"  # hist_gradient_boosting: the baseline, fitted not trained
-    hidden: list[PositiveInt]
-    dropout: NonNegativeFloat
+    hidden: list[PositiveInt]  # widths of the hidden layers (ReLU)
+    dropout: NonNegativeFloat  # after each hidden layer
 
 
 class TabularConfig(PipelineConfig):

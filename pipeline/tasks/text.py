@@ -28,14 +28,14 @@ MAX_TEXTS = 256  # texts in one request
 
 
 class TextFeatureSettings(Section):
-    text_column: str
+    text_column: str  # the column of texts
     max_tokens: PositiveInt  # tokens kept per text (padding / truncation)
     pieces: PositiveInt  # word id + character n-grams per token
     max_bag: PositiveInt  # ids in the bag of words, bigrams and n-grams
     hash_buckets: PositiveInt  # character n-gram hash space
     min_count: PositiveInt  # words seen fewer times in training are out of vocabulary
-    min_bigram_count: PositiveInt
-    max_vocab: PositiveInt
+    min_bigram_count: PositiveInt  # bigrams seen fewer times in training are dropped
+    max_vocab: PositiveInt  # most frequent words (and bigrams) kept
     max_chars: PositiveInt  # a longer request answers 422
 
 
@@ -44,9 +44,9 @@ TFIDF_C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # tfidf_logreg: inverse regularisa
 
 class TextModelSettings(Section):
     arch: Literal["bilstm_attention", "mean_embedding", "tfidf_logreg"]
-    embed_dim: PositiveInt
+    embed_dim: PositiveInt  # embedding width
     hidden: PositiveInt  # LSTM width (bilstm_attention)
-    dropout: NonNegativeFloat
+    dropout: NonNegativeFloat  # on token vectors and before the output layer
 
 
 class TextConfig(PipelineConfig):
