@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 IMAGE  ?= ghcr.io/ray-dl-pipeline/dl-pipeline:0.1.0
 PY      = $(VENV)/bin/python
 
-.PHONY: install demo test test-unit lint docs clean image push
+.PHONY: install demo test test-unit lint docs bench clean image push
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: install
 
 docs: install  # README's command and configuration references, from the parser and the typed config
 	PIPELINE_TASKS= $(PY) -m pipeline.reference README.md
+
+bench: install  # every benchmark, one at a time, then benchmarks/RESULTS.md rewritten (about 20 minutes on 2 cores)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -83,9 +83,9 @@ DEPLOY_PRESET = {"deployment": {"num_cpus": 1.0, "max_replicas": 4}, "reload_int
 def add_serve_args(p: argparse.ArgumentParser, host: str, proxy_location: str) -> None:
     """`pipeline serve` (a laptop, the foreground) and `pipeline deploy` (a cluster) differ in defaults only."""
     p.add_argument("--host", default=host, help="address Serve's HTTP proxies listen on")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="HTTP port")
     p.add_argument("--registry", help=REGISTRY_HELP)
-    p.add_argument("--tasks", nargs="+", choices=task_names())
+    p.add_argument("--tasks", nargs="+", choices=task_names(), help="the tasks to serve (default: all)")
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--proxy-location", default=proxy_location, choices=["HeadOnly", "EveryNode"],
                    help="where Serve's HTTP proxies run (EveryNode: one per node, behind a load balancer)")

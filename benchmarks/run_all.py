@@ -1,0 +1,223 @@
+"""`make bench`: every benchmark, one after another (one load at a time, each under a time limit), then
+benchmarks/RESULTS.md rewritten from their JSON results with the date, the machine, the commands and
+the ratios.
+
+    python benchmarks/run_all.py                     # everything (about 20 minutes on 2 cores)
+    python benchmarks/run_all.py --only train_loop   # some of them; the others' last results are reused
+    python benchmarks/run_all.py --render            # only rewrite RESULTS.md from benchmarks/results/
+
+A benchmark that fails or runs past its limit keeps its previous result (RESULTS.md says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PY = sys.executable
+
+
+def gpu_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def benchmarks(rows: str) -> dict[str, dict]:
+    """name -> the command that runs it, its time limit and the JSON it writes."""
+    out = {
+        "data_stages": {"cmd": [PY, "benchmarks/data_stages.py", "--rows", rows], "limit_s": 1800},
+        "train_loop": {"cmd": [PY, "benchmarks/train_loop.py"], "limit_s": 600},
+        "serve_load": {"cmd": [PY, "benchmarks/serve_load.py", "--requests", "200"], "limit_s": 1200},
+        "tune_asha_vs_grid": {"cmd": [PY, "benchmarks/tune_asha_vs_grid.py"], "limit_s": 900},
+        "csv_reader": {"cmd": [PY, "benchmarks/csv_reader.py"], "limit_s": 600},
+        "demo": {"cmd": [PY, "benchmarks/run_all.py", "--demo-child"], "limit_s": 900},
+    }
+    if gpu_available():
+        out["train_loop_gpu"] = {"cmd": [PY, "benchmarks/train_loop.py", "--use-gpu"], "limit_s": 600}
+    return out
+
+
+def run_demo() -> None:
+    """`pipeline demo` in a fresh folder, timed: wall seconds and each task's, as results/demo.json."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        proc = subprocess.run([PY, "-m", "pipeline", "demo", "--output", f"{tmp}/runs", "--registry", f"{tmp}/registry"],
+                              cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"pipeline demo failed:\n{proc.stderr[-3000:]}")
+    tasks = {m.group(1): {"metrics": m.group(2).strip(), "seconds": float(m.group(3))}
+             for m in re.finditer(r"^  (\w+)\s+\S+\s+(.*?)\((\d+)s\)$", proc.stdout, re.M)}
+    summary = re.search(r"total wall time: (\d+)s", proc.stdout)
+    (RESULTS / "demo.json").write_text(json.dumps({
+        "command": "python -m pipeline demo", "wall_s": round(wall, 1),
+        "summary_s": float(summary.group(1)) if summary else None, "tasks": tasks}, indent=2) + "\n")
+
+
+def machine() -> str:
+    import ray
+    import torch
+
+    cpus = os.cpu_count()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()}, {cpus} cores, {memory:.0f} GiB, {device}; Python {platform.python_version()}, "
+            f"Ray {ray.__version__}, PyTorch {torch.__version__}")
+
+
+# --- RESULTS.md -----------------------------------------------------------------------------------
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
+            *["| " + " | ".join(str(c) for c in row) + " |" for row in rows], ""]
+
+
+def num(value, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def section_train_loop(d: dict, title: str) -> list[str]:
+    rows = [[r["loop"], num(r["steady_epoch_s"]), f"{r['rows_per_s']:,.0f}", num(r["first_epoch_s"]), num(r["wall_s"], 1)]
+            for r in d["results"]]
+    return [f"## {title}", "", f"`{d['command']}`: the image CNN, {d['rows']:,} synthetic 32x32x3 training rows, batch "
+            f"{d['batch_size']}, {d['epochs']} epochs, {d['precision']}, on {d['device']}. Ray Train runs the pipeline's own "
+            "`fit_candidates()` (data from Ray Data); the bare loop has the data in memory. Steady state: the median of "
+            "epochs 2 on (training + validation).", "",
+            *table(["loop", "steady-state epoch (s)", "rows/s", "first epoch (s)", "wall (s)"], rows),
+            f"Ray Train / bare: **{d['steady_throughput_ratio']:.2f}x** the steady-state throughput (goal: at least "
+            f"{'0.95' if 'GPU' in d['device'] else '0.9'}x), first epoch **{d['first_epoch_ratio']:.2f}x** the time (goal: "
+            f"within 2x), wall **{d['wall_ratio']:.2f}x** (Ray Train's worker start-up and shutdown are a fixed cost).", ""]
+
+
+def section_data_stages(d: dict) -> list[str]:
+    rows = []
+    for size in d["sizes"]:
+        for r in size["results"]:
+            rows.append([f"{size['rows']:,}", r["engine"], num(r["seconds"], 1), num(r.get("startup_seconds"), 1),
+                         f"{r['rows_per_second']:,.0f}", f"{r['peak_memory_mb']:,.0f}"])
+    ratios = [[f"{s['rows']:,}", f"{s['ray_over_pandas_throughput']:.2f}x", f"{s['ray_over_pandas_peak_memory']:.2f}x"] for s in d["sizes"]]
+    growth = d.get("peak_memory_growth", {})
+    return ["## Data stages: Ray Data vs pandas (ingest, clean, features)", "",
+            f"`python benchmarks/data_stages.py --rows {','.join(str(s['rows']) for s in d['sizes'])}`: generated Adult-like CSVs "
+            f"with dirty rows, the same stages in both engines, each in its own process ({d['cpus']} CPUs).", "",
+            *table(["rows", "engine", "seconds", "of which start-up", "rows/s", "peak memory (MiB)"], rows),
+            *table(["rows", "Ray Data / pandas throughput", "Ray Data / pandas peak memory"], ratios),
+            f"Peak memory growth over {d.get('rows_growth', 0):,.0f}x the rows: pandas {growth.get('pandas', 0):.1f}x, "
+            f"Ray Data {growth.get('ray', 0):.1f}x (goal for Ray Data: nearly flat; at 10M rows on 16 cores, 3x pandas' throughput).", ""]
+
+
+def section_serve(d: dict) -> list[str]:
+    rows = [[r["variant"], f"/{r['task']}/predict", r["concurrency"], num(r["rps"], 1), num(r["p50_ms"], 1), num(r["p99_ms"], 1),
+             r["errors"], num(r.get("mean_batch_size"))] for r in d["results"]]
+    tasks = list(d["ratios"])
+    names = list(d["ratios"][tasks[0]])
+    ratios = [[name, *[f"{d['ratios'][t][name]:.2f}x" for t in tasks]] for name in names]
+    return ["## Serving: Serve batched vs unbatched vs a plain FastAPI process", "",
+            f"`python benchmarks/serve_load.py --requests {d['requests_per_level']}`: a bounded load generator "
+            "(keep-alive clients, each sending its next request when the previous one answered) against the image and "
+            "text routes of each server in turn, one replica per task. Errors: any answer but 200.", "",
+            *table(["variant", "route", "concurrency", "req/s", "p50 ms", "p99 ms", "errors", "mean batch"], rows),
+            *table(["ratio (req/s)", *tasks], ratios)]
+
+
+def section_tune(d: dict) -> list[str]:
+    rows = [[name, r["trials"], r["trial_epochs"], num(r["best_val_accuracy"], 4), num(r["test_accuracy_of_best"], 4), num(r["wall_seconds"], 1)]
+            for name, r in (("grid (FIFO)", d["grid"]), ("ASHA", d["asha"]))]
+    return ["## Tuning: ASHA vs a full grid (image workload)", "",
+            f"`python benchmarks/tune_asha_vs_grid.py`: the same 16-point grid of learning rates and schedules, "
+            f"{d['epochs_per_trial']} epochs per trial, {d['max_concurrent']} trials at a time.", "",
+            *table(["search", "trials", "trial-epochs", "best val accuracy", "its test accuracy", "wall (s)"], rows),
+            f"ASHA / grid: **{d['trial_epochs_ratio']:.2f}x** the trial-epochs, **{d['wall_time_ratio']:.2f}x** the wall time, "
+            f"best validation accuracy {d['accuracy_gap_points']:+.2f} points.", ""]
+
+
+def section_csv(d: dict) -> list[str]:
+    rows = []
+    for name, f in d["files"].items():
+        for variant, r in f["variants"].items():
+            rows.append([name, variant, "error" if "error" in r else num(r["seconds"]), "—" if "error" in r else f"{r['records']:,}",
+                         "—" if "error" in r else f"{r.get('malformed', 0):,}", "—" if "error" in r else num(r.get("time_vs_pipeline"))])
+    return ["## CSV reader: one record per line vs pyarrow vs Python's csv", "",
+            f"`python benchmarks/csv_reader.py`: {d['rows']:,} rows, with stray quotes on {d['stray_quote_lines']} lines.", "",
+            *table(["file", "reader", "seconds", "records", "malformed", "time vs the pipeline's"], rows)]
+
+
+def section_demo(d: dict) -> list[str]:
+    rows = [[task, t["seconds"], t["metrics"]] for task, t in d["tasks"].items()]
+    return ["## `pipeline demo`", "", f"`{d['command']}` in a fresh folder: **{d['wall_s']:.0f} s** wall (its own summary: "
+            f"{d['summary_s']:.0f} s), every task trained, evaluated, registered and queried over HTTP.", "",
+            *table(["task", "seconds", "test metrics"], rows)]
+
+
+def render(status: dict[str, str]) -> str:
+    def load(name: str):
+        path = RESULTS / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    lines = ["# Benchmark results", "",
+             f"Generated by `make bench` (`python benchmarks/run_all.py`) on {time.strftime('%Y-%m-%d')}, {machine()}. "
+             "Each benchmark compares its variants side by side in one run and reports ratios; one benchmark runs at a time. "
+             "Raw numbers: `benchmarks/results/*.json`; notes on what the numbers mean and how they moved: `benchmarks/NOTES.md`.", ""]
+    if status:
+        lines += table(["benchmark", "this run"], [[name, state] for name, state in status.items()])
+    sections = [("train_loop", lambda d: section_train_loop(d, "Training loop: Ray Train vs a bare PyTorch loop (CPU)")),
+                ("train_loop_gpu", lambda d: section_train_loop(d, "Training loop: Ray Train vs a bare PyTorch loop (GPU)")),
+                ("data_stages", section_data_stages), ("serve_load", section_serve), ("tune_asha_vs_grid", section_tune),
+                ("csv_reader", section_csv), ("demo", section_demo)]
+    for name, make in sections:
+        data = load(name)
+        if data is None:
+            lines += [f"## {name}", "", "Not measured on this machine" + (" (no GPU)." if name.endswith("gpu") else "."), ""]
+        else:
+            lines += make(data)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run every benchmark and rewrite benchmarks/RESULTS.md")
+    parser.add_argument("--only", nargs="+", help="run these benchmarks only (the rest keep their last results)")
+    parser.add_argument("--rows", default="100000,1000000,10000000", help="data_stages' scale curve (rows per size)")
+    parser.add_argument("--render", action="store_true", help="run nothing; rewrite RESULTS.md from the results")
+    parser.add_argument("--demo-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.demo_child:
+        run_demo()
+        return 0
+    status: dict[str, str] = {}
+    if not args.render:
+        for name, bench in benchmarks(args.rows).items():
+            if args.only and name not in args.only:
+                continue
+            print(f"[bench] {name}: {' '.join(bench['cmd'][1:])} (limit {bench['limit_s']} s)", flush=True)
+            started = time.perf_counter()
+            try:
+                proc = subprocess.run(bench["cmd"], cwd=REPO, timeout=bench["limit_s"], capture_output=True, text=True)
+                ok = proc.returncode == 0
+                state = f"ran in {time.perf_counter() - started:.0f} s" if ok else f"failed (exit {proc.returncode}); last result kept"
+                if not ok:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+            except subprocess.TimeoutExpired:
+                state = f"stopped at its {bench['limit_s']} s limit; last result kept"
+            status[name] = state
+            print(f"[bench] {name}: {state}", flush=True)
+    (REPO / "benchmarks" / "RESULTS.md").write_text(render(status))
+    print("[bench] wrote benchmarks/RESULTS.md")
+    return 0 if all(s.startswith("ran") for s in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
