@@ -63,6 +63,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    "with loss scaling on GPUs without bf16)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--registry", help=REGISTRY_HELP)
+    p.add_argument("--mlflow", action="store_true", help="log the run to MLflow (a SQLite store in the output folder)")
+    p.add_argument("--mlflow-uri", help="log the run to this MLflow tracking server (or store) instead")
     p.add_argument("--run-id", help="name of the run; an existing run's checkpoints are resumed")
     p.add_argument("--no-promote", action="store_true", help="register the model without making it production")
 
@@ -197,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("task", nargs="?", choices=task_names())
     registry.add_argument("run_id", nargs="?", help="the run to promote")
     registry.add_argument("--registry", help=REGISTRY_HELP)
+    registry.add_argument("--mlflow-uri", help="also point this MLflow's production alias at the promoted run")
     return parser
 
 
@@ -229,6 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.registry import Registry, check_name
     from pipeline.runtime import init_ray, require_shared_storage
     from pipeline.timing import Timings
+    from pipeline.tracking import mlflow_uri
 
     cfg = load_run_config(args)
     run_id = check_name(args.run_id) if args.run_id else new_run_id(args.task)
@@ -238,7 +242,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with timings.measure("ray_start"):
         init_ray(args.address, verbose=args.verbose)
     require_shared_storage({"--output": output, "--registry": registry.root}, args.shared_storage)
-    metrics = run_pipeline(cfg, output, registry, promote=not args.no_promote, run_id=run_id, timings=timings)
+    tracking = mlflow_uri(args.mlflow_uri, args.mlflow, output)
+    metrics = run_pipeline(cfg, output, registry, promote=not args.no_promote, run_id=run_id, timings=timings, mlflow_uri=tracking)
     print(f"metrics: {storage.redact(storage.join(metrics['output_dir'], 'metrics.json'))}")
     return 0
 
@@ -375,6 +380,12 @@ def cmd_registry(args: argparse.Namespace) -> int:
             raise PipelineError("usage: pipeline registry promote TASK RUN_ID")
         registry.promote(args.task, args.run_id)
         print(f"{args.task}: production is now {args.run_id}")
+        if args.mlflow_uri:
+            from pipeline.tracking import MLFLOW_ALIAS, mirror_production, registered_model
+
+            version = mirror_production(args.mlflow_uri, args.task, args.run_id)
+            print(f"MLflow: {registered_model(args.task)} alias {MLFLOW_ALIAS} -> version {version}" if version
+                  else f"MLflow: run {args.run_id} was not logged to {args.mlflow_uri}; no alias moved")
         return 0
     for task in [args.task] if args.task else task_names():
         production = registry.production(task)

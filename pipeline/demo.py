@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
-import urllib.request
 
 from pipeline import storage
 from pipeline.flow import run_pipeline
 from pipeline.registry import Registry
 from pipeline.runtime import init_ray, require_shared_storage
+from pipeline.serve.server import free_port, local_serve, post_json
 from pipeline.tasks import get_task, load_config, task_names
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post_json(url: str, payload: dict, timeout: float = 30.0) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
 
 
 def run_demo(args) -> int:
@@ -54,18 +41,10 @@ def run_demo(args) -> int:
 
 def check_http(registry: Registry, tasks: list[str], port: int) -> None:
     """Starts Serve on 127.0.0.1, sends each task's example request, prints the answer, stops Serve."""
-    from ray import serve
-
-    from pipeline.serve.app import build_apps
-
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run_many(build_apps(registry.root, tasks))
+    with local_serve(registry.root, tasks, port) as base:
         for name in tasks:
             task = get_task(name)
             example, expected = task.example_request()
-            answer = post_json(f"http://127.0.0.1:{port}/{name}/{task.route}", example)
+            answer = post_json(f"{base}/{name}/{task.route}", example)
             print(f"[{name}] POST /{name}/{task.route} -> {json.dumps(answer)[:300]}"
                   + (f"  (expected {expected})" if expected is not None else ""))
-    finally:
-        serve.shutdown()

@@ -235,13 +235,15 @@ def register(task: Task, run_id: str, model_dir: str, metrics: dict, registry: R
 
 
 def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
-                 run_id: str | None = None, log: Log = print, timings: Timings | None = None) -> dict[str, Any]:
+                 run_id: str | None = None, log: Log = print, timings: Timings | None = None,
+                 mlflow_uri: str | None = None) -> dict[str, Any]:
     """Data stages, training of every model candidate, evaluation, selection and registration.
 
     `output_dir` is any storage URI (a local path, s3://...): every artifact of the run lands there, Ray
     Train's checkpoints under `checkpoints/`. Returns the metrics.json contents. With several candidates, the one with the best validation
     score (the task's selection metric, or `candidates.select` when it names one) is registered. Ends with the
-    timing summary (`timings`: pass the caller's to count what it did before, e.g. Ray's start-up).
+    timing summary (`timings`: pass the caller's to count what it did before, e.g. Ray's start-up). With
+    `mlflow_uri` the run is logged to MLflow too (`pipeline.tracking`), and a promotion mirrored there.
     """
     from pipeline.plots import learning_curves_png
     from pipeline.runtime import resources_note
@@ -322,8 +324,19 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     extra = {"candidates": candidate_table(task, candidates, results)} if several else {}
     metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baseline_metrics(task, candidates, results),
                           served, chosen["train"], started, output_dir, timings, **extra)
+    if mlflow_uri:
+        from pipeline.tracking import log_mlflow_run
+
+        with timings.measure("registration"):
+            metrics["mlflow"] = log_mlflow_run(mlflow_uri, task.name, metrics, candidates[served].to_dict(), model_dir, output_dir)
+        log(f"[{task.name}] MLflow: run {metrics['mlflow']['run_id']} at {metrics['mlflow']['tracking_uri']}, "
+            f"model {metrics['mlflow']['registered_model']} version {metrics['mlflow']['version']}")
     with timings.measure("registration"):
         register(task, run_id, model_dir, metrics, registry, promote, log)
+        if mlflow_uri and promote:
+            from pipeline.tracking import mirror_production
+
+            mirror_production(mlflow_uri, task.name, run_id)
     log(timings.summary(f"{task.name} {run_id}"))
     return metrics
 

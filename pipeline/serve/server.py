@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import threading
 import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
 
 from pipeline.registry import Registry
 from pipeline.serve.settings import ServeSettings
@@ -59,3 +64,32 @@ def serve_foreground(registry: Registry, host: str, port: int, tasks: list[str] 
         serve.shutdown()
         if started_ray:
             ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_json(url: str, payload: dict, timeout: float = 30.0) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def local_serve(registry_root: str, tasks: list[str], port: int | None = None) -> Iterator[str]:
+    """Every task's application on 127.0.0.1 for the length of a `with` block (the demo's HTTP check, the
+    notebooks), in the Ray this process is connected to: yields the base URL, shuts Serve down after."""
+    from ray import serve
+
+    from pipeline.serve.app import build_apps
+
+    port = port or free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run_many(build_apps(registry_root, tasks))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
