@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import time
 import uuid
-
-import numpy as np
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 from pipeline import storage
 from pipeline.config import PipelineConfig

@@ -32,6 +32,11 @@ def tag(key: str) -> str:
     return key
 
 
+def epoch_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """An epoch's numeric metrics by tag, without the step itself and the flags."""
+    return {tag(k): float(v) for k, v in record.items() if k not in SKIPPED and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def write_events(uri: str, history: list[dict[str, Any]], evaluated: dict[str, dict], confusion_png: str | None = None) -> None:
     """Event files under `uri`: one step per epoch of `history`, then the final `evaluated` val and test
     metrics (at the last epoch's step, 0 for a fitted baseline) and the confusion matrix PNG."""
@@ -42,9 +47,8 @@ def write_events(uri: str, history: list[dict[str, Any]], evaluated: dict[str, d
         step = 0
         for record in history:
             step = int(record.get("epoch", step + 1))
-            for key, value in record.items():
-                if key not in SKIPPED and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    writer.add_scalar(tag(key), float(value), step)
+            for name, value in epoch_scalars(record).items():
+                writer.add_scalar(name, value, step)
         for split, metrics in evaluated.items():
             for key, value in metrics.items():
                 if isinstance(value, float):
@@ -109,9 +113,7 @@ def log_mlflow_run(uri: str, task: str, metrics: dict[str, Any], config: dict[st
         mlflow.set_tags({"pipeline.task": task, "pipeline.run_id": metrics["run_id"], "pipeline.served_model": metrics["served_model"]})
         mlflow.log_params(flat_params(config))
         for record in metrics["train"].get("history", []):
-            values = {tag(k).replace("@", "_at_"): float(v) for k, v in record.items()
-                      if k not in SKIPPED and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            mlflow.log_metrics(values, step=int(record["epoch"]))
+            mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in epoch_scalars(record).items()}, step=int(record["epoch"]))
         for split in ("val", "test"):
             mlflow.log_metrics({f"{split}_final/{k}".replace("@", "_at_"): v for k, v in metrics[split].items() if isinstance(v, float)})
         with tempfile.TemporaryDirectory() as tmp:
