@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ class TextFeatures(Preprocessor):
         self.words: list[str] = state.get("words", [])
         self.bigrams: list[str] = state.get("bigrams", [])
         self.labels = LabelEncoder(state["classes"]) if state.get("classes") else None
+        self.class_docs: list[list[int]] = state.get("class_docs", [])
         self._index()
 
     def _index(self) -> None:
@@ -61,14 +62,18 @@ class TextFeatures(Preprocessor):
 
     def fit(self, train_ds):
         def partial(batch: pd.DataFrame) -> dict:
-            words, bigrams = Counter(), Counter()
-            for text in batch[self.text_column]:
+            words, bigrams, docs = Counter(), Counter(), defaultdict(Counter)
+            labels = batch[self.label_column].astype(str) if self.label_column else [None] * len(batch)
+            for text, label in zip(batch[self.text_column], labels):
                 tokens = tokenize(text)
+                pairs = [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
                 words.update(tokens)
-                bigrams.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))
+                bigrams.update(pairs)
+                docs[label].update(set(tokens) | set(pairs))  # texts of each class holding each word, bigram
             out = {"words": dict(words), "bigrams": dict(bigrams)}
             if self.label_column:
-                out["labels"] = sorted(set(batch[self.label_column].astype(str)))
+                out["labels"] = sorted(set(labels))
+                out["docs"] = {label: dict(counts) for label, counts in docs.items()}
             return out
 
         partials = fit_partials(train_ds, partial)
@@ -81,8 +86,22 @@ class TextFeatures(Preprocessor):
         self.bigrams = ranked(bigrams, self.min_bigram_count)[: self.max_vocab]
         if self.label_column:
             self.labels = LabelEncoder(sorted({c for p in partials for c in p["labels"]}))
+            docs = defaultdict(Counter)
+            for p in partials:
+                for label, counts in p["docs"].items():
+                    docs[label].update(counts)
+            self.class_docs = [[docs[label].get(t, 0) for t in self.words + self.bigrams] for label in self.labels.classes]
         self._index()
         return self
+
+    @property
+    def class_doc_counts(self) -> list[list[int]]:
+        """Per class (in label order), how many training texts hold each id below `hash_base`
+        (padding and out-of-vocabulary: 0): the naive-Bayes features' statistics."""
+        if not self.class_docs:
+            raise ValueError("this text preprocessor was fitted without labels (or saved before class counts "
+                             "were kept): refit it to use the nb_ngram model")
+        return [[0, 0, *counts] for counts in self.class_docs]
 
     def known_tokens(self, text: str) -> int:
         """How many of the text's tokens are in the training vocabulary (0: the model has nothing to go on)."""
@@ -125,7 +144,7 @@ class TextFeatures(Preprocessor):
                 "max_tokens": self.max_tokens, "pieces": self.pieces, "max_bag": self.max_bag,
                 "hash_buckets": self.hash_buckets, "min_count": self.min_count, "min_bigram_count": self.min_bigram_count,
                 "max_vocab": self.max_vocab, "max_chars": self.max_chars, "words": self.words, "bigrams": self.bigrams,
-                "classes": self.labels.classes if self.labels else None}
+                "classes": self.labels.classes if self.labels else None, "class_docs": self.class_docs}
 
     @classmethod
     def from_state(cls, state):

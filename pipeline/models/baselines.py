@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.models.text import distinct_ids
+
 LOG_FLOOR = 1e-12  # probabilities of 0 become log(1e-12), not -inf: softmax and argmax stay finite
 
 
@@ -32,13 +34,11 @@ class TfidfLinear(nn.Module):
 
     def tfidf(self, bag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, values), both (rows, bag length): each distinct id once with its TF-IDF value, the rest 0."""
-        ids = bag.masked_fill(bag >= self.id_limit, 0).sort(dim=1).values
-        first = torch.ones_like(ids, dtype=torch.bool)
-        first[:, 1:] = ids[:, 1:] != ids[:, :-1]
-        run = first.long().cumsum(1) - 1  # each position's run of equal ids
+        ids, first = distinct_ids(bag, self.id_limit)
+        run = (first | (ids == 0)).long().cumsum(1) - 1  # each position's run of equal ids
         counts = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device).scatter_add_(1, run, torch.ones_like(ids, dtype=torch.float32))
         values = (1 + counts.gather(1, run).log()) * self.idf[ids]
-        values = torch.where(first & (ids > 0), values, torch.zeros_like(values))
+        values = torch.where(first, values, torch.zeros_like(values))
         return ids, values / values.norm(dim=1, keepdim=True).clamp(min=LOG_FLOOR)
 
     def forward(self, bag: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,9 @@
   pooling weighs its states (the reference design names RNN, LSTM and attention).
 - `mean_embedding`: the mean of word, bigram and character n-gram embeddings (a strong, simple
   baseline on short texts).
+- `nb_ngram`: the words and bigrams present, each scaled by its naive-Bayes log-count ratio from the
+  training data, into a trained linear layer (NBSVM, Wang & Manning 2012, trained by gradient descent):
+  on short review sentences it beats TF-IDF + logistic regression, which the others do not.
 """
 
 from __future__ import annotations
@@ -52,4 +55,40 @@ class MeanEmbedding(nn.Module):
         return self.out(self.dropout(masked_mean(self.embedding(bag), bag, dim=1)))
 
 
-ARCHITECTURES = {"bilstm_attention": BiLSTMAttention, "mean_embedding": MeanEmbedding}
+def distinct_ids(bag: torch.Tensor, id_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, first): the bag's ids below `id_limit`, sorted, with `first` marking each distinct non-zero
+    id once (repeats, padding and ids at or above the limit are not marked)."""
+    ids = bag.masked_fill(bag >= id_limit, 0).sort(dim=1).values
+    first = torch.ones_like(ids, dtype=torch.bool)
+    first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    return ids, first & (ids > 0)
+
+
+def nb_log_ratios(class_docs: list[list[int]], alpha: float = 1.0) -> torch.Tensor:
+    """(ids, classes) one-vs-rest naive-Bayes log-count ratios log(p / q) from how many training texts
+    of each class hold each id: p the id's smoothed share among the class's texts, q among the rest."""
+    docs = torch.tensor(class_docs, dtype=torch.float64).T  # (ids, classes)
+    rest = docs.sum(1, keepdim=True) - docs
+    p = (docs + alpha) / (docs + alpha).sum(0)
+    q = (rest + alpha) / (rest + alpha).sum(0)
+    return torch.log(p / q).float()
+
+
+class NBNgram(nn.Module):
+    input_column = "bag"  # (batch, ids): words and bigrams are the ids below `id_limit`
+
+    def __init__(self, ratios: torch.Tensor, n_classes: int, dropout: float):
+        super().__init__()
+        self.id_limit = len(ratios)
+        self.register_buffer("ratios", ratios.reshape(self.id_limit, n_classes).clone())
+        self.weight = nn.Parameter(torch.zeros(self.id_limit, n_classes))
+        self.bias = nn.Parameter(torch.zeros(n_classes))
+        self.dropout = nn.Dropout(dropout)  # drops whole words and bigrams while training
+
+    def forward(self, bag: torch.Tensor) -> torch.Tensor:
+        ids, first = distinct_ids(bag, self.id_limit)
+        present = self.dropout(first.to(self.weight.dtype)).unsqueeze(-1)
+        return (present * self.ratios[ids] * self.weight[ids]).sum(1) + self.bias
+
+
+ARCHITECTURES = {"bilstm_attention": BiLSTMAttention, "mean_embedding": MeanEmbedding, "nb_ngram": NBNgram}

@@ -1,5 +1,5 @@
-"""Text sentiment classification: BiLSTM + attention and a mean-embedding model over sub-words, and
-TF-IDF + logistic regression as the baseline candidate.
+"""Text sentiment classification: BiLSTM + attention and a mean-embedding model over sub-words, a
+naive-Bayes-weighted n-gram model, and TF-IDF + logistic regression as the baseline candidate.
 
 Default data: Sentiment Labelled Sentences (imdb, amazon, yelp; embedded), with the review site as
 a `source` column. Every candidate uses the same split and features; the best on validation is served.
@@ -19,7 +19,7 @@ from pipeline.config import PipelineConfig, Section
 from pipeline.data.ingest import read_dataset
 from pipeline.data.text import TextFeatures
 from pipeline.models.baselines import TfidfLinear, fit_tfidf_logreg
-from pipeline.models.text import BiLSTMAttention, MeanEmbedding
+from pipeline.models.text import BiLSTMAttention, MeanEmbedding, NBNgram, nb_log_ratios
 from pipeline.tasks.base import RequestError, source_schema
 from pipeline.tasks.classification import ClassificationTask
 
@@ -43,7 +43,7 @@ TFIDF_C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # tfidf_logreg: inverse regularisa
 
 
 class TextModelSettings(Section):
-    arch: Literal["bilstm_attention", "mean_embedding", "tfidf_logreg"]
+    arch: Literal["bilstm_attention", "mean_embedding", "nb_ngram", "tfidf_logreg"]
     embed_dim: PositiveInt  # embedding width
     hidden: PositiveInt  # LSTM width (bilstm_attention)
     dropout: NonNegativeFloat  # on token vectors and before the output layer
@@ -113,6 +113,8 @@ class TextTask(ClassificationTask):
         m = cfg.model
         if m.arch == "tfidf_logreg":  # words and bigrams: the bag's ids below the character n-grams'
             return TfidfLinear(preprocessor.vocab_size, len(preprocessor.labels.classes), preprocessor.hash_base)
+        if m.arch == "nb_ngram":  # the training texts' class counts of every word and bigram
+            return NBNgram(nb_log_ratios(preprocessor.class_doc_counts), len(preprocessor.labels.classes), m.dropout)
         if m.arch == "mean_embedding":
             return MeanEmbedding(preprocessor.vocab_size, len(preprocessor.labels.classes), m.embed_dim, m.dropout)
         return BiLSTMAttention(preprocessor.vocab_size, len(preprocessor.labels.classes), m.embed_dim, m.hidden, m.dropout)

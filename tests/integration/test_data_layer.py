@@ -162,6 +162,26 @@ def test_features_take_no_statistic_from_val_or_test():
         assert x[0, -1] == 1.0
 
 
+def test_text_class_counts_come_from_train_and_count_each_text_once():
+    import ray
+
+    from pipeline.data.text import TextFeatures
+
+    train = pd.DataFrame({"sentence": ["good good film", "good plot", "bad film", "not good , bad"],
+                          "label": ["positive", "positive", "negative", "negative"]})
+    cfg = load_config("text")
+    features = cfg.features.model_dump() | {"min_bigram_count": 1}
+    prep = TextFeatures(label_column="label", **(features | {"text_column": "sentence"})).fit(ray.data.from_pandas(train))
+    counts = dict(zip(prep.labels.classes, prep.class_doc_counts))
+    ids = {**prep.word_ids, **prep.bigram_ids}
+    assert counts["positive"][ids["good"]] == 2 and counts["negative"][ids["good"]] == 1  # "good good": one text
+    assert counts["negative"][ids["bad"]] == 2 and counts["positive"][ids["bad"]] == 0
+    assert counts["negative"][ids["not good"]] == 1 and counts["positive"][ids["not good"]] == 0  # bigrams too
+    assert counts["positive"][ids["good plot"]] == 1 and counts["negative"][ids["good plot"]] == 0
+    assert counts["positive"][:2] == [0, 0] and len(counts["positive"]) == prep.hash_base
+    assert TextFeatures.from_state(prep.state()).class_doc_counts == prep.class_doc_counts
+
+
 @pytest.mark.parametrize("method", ["random", "stratified", "grouped", "temporal"])
 def test_splits_are_deterministic_whatever_the_parallelism(method):
     import ray.data

@@ -99,7 +99,7 @@ def test_setting_a_section_changes_only_the_keys_given_and_a_mapping_is_replaced
 def test_candidates_are_configs_of_their_own():
     cfg = load_config("text", overrides={"candidates.models.mean_embedding.train": {"lr": 0.02}})
     candidates = dict(cfg.candidate_configs())
-    assert list(candidates) == ["bilstm_attention", "mean_embedding", "tfidf_logreg"]
+    assert list(candidates) == ["bilstm_attention", "mean_embedding", "nb_ngram", "tfidf_logreg"]
     assert candidates["mean_embedding"].model.arch == "mean_embedding" and candidates["mean_embedding"].train.lr == 0.02
     assert candidates["bilstm_attention"].model.arch == "bilstm_attention" and candidates["bilstm_attention"].train.lr == 0.005
     assert candidates["mean_embedding"].candidates.models == {}  # a candidate is one model

@@ -8,7 +8,7 @@ from pipeline.data.interactions import InteractionFeatures
 from pipeline.data.split import HASH_COLUMN, assign_leave_last_out, last_rows_per_group, stable_hash
 from pipeline.data.text import TextFeatures, char_ngrams, tokenize
 from pipeline.models.recommender import BiasedMF, NeuralRecommender
-from pipeline.models.text import BiLSTMAttention, MeanEmbedding
+from pipeline.models.text import BiLSTMAttention, MeanEmbedding, NBNgram, nb_log_ratios
 from pipeline.tasks.base import RequestError
 from pipeline.tasks.ranking import ranking_metrics
 from pipeline.tasks.recommender import RecommendRequest
@@ -41,7 +41,29 @@ def test_text_features_oov_padding_and_truncation():
     assert TextFeatures.from_state(prep.state()).state() == prep.state()
 
 
-@pytest.mark.parametrize("model", [BiLSTMAttention(100, 2, 8, 8, 0.5), MeanEmbedding(100, 2, 8, 0.5)])
+def test_nb_ratios_favour_the_class_whose_texts_hold_the_id():
+    # ids 0, 1: padding and out of vocabulary; id 2 in 9 of 10 positive texts and 1 of 10 negative;
+    # id 3 the other way round; id 4 in as many of each.
+    ratios = nb_log_ratios([[0, 0, 1, 9, 5], [0, 0, 9, 1, 5]])  # classes: negative, positive
+    assert ratios.shape == (5, 2)
+    assert ratios[2, 1] > 1.0 and ratios[2, 0] < -1.0 and ratios[3, 0] > 1.0 and ratios[3, 1] < -1.0
+    assert ratios[4].abs().max() < 1e-6 and torch.allclose(ratios[:, 0], -ratios[:, 1])  # two classes: mirror images
+
+
+def test_nb_ngram_counts_each_word_once_and_ignores_character_ngrams():
+    ratios = nb_log_ratios([[0, 0, 1, 9], [0, 0, 9, 1]])
+    model = NBNgram(ratios, 2, dropout=0.5).eval()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    once, twice = torch.tensor([[2, 0, 0, 0]]), torch.tensor([[2, 2, 0, 0]])
+    with_ngrams = torch.tensor([[2, 7, 9, 0]])  # 7, 9: at or above id_limit (4), character n-grams
+    assert torch.equal(model(once), model(twice)) and torch.equal(model(once), model(with_ngrams))
+    assert model(once)[0].argmax() == 1 and model(torch.tensor([[3, 0, 0, 0]]))[0].argmax() == 0
+    assert torch.equal(model(torch.zeros(1, 4, dtype=torch.long)), torch.zeros(1, 2))  # nothing known: the bias
+
+
+@pytest.mark.parametrize("model", [BiLSTMAttention(100, 2, 8, 8, 0.5), MeanEmbedding(100, 2, 8, 0.5),
+                                   NBNgram(torch.zeros(40, 2), 2, 0.5)])
 def test_text_models_output_logits(model):
     x = torch.randint(0, 100, (3, 5, 4)) if model.input_column == "subwords" else torch.randint(0, 100, (3, 20))
     assert model(x).shape == (3, 2)
