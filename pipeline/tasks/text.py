@@ -46,7 +46,7 @@ class TextModelSettings(Section):
     arch: Literal["bilstm_attention", "mean_embedding", "nb_ngram", "tfidf_logreg"]
     embed_dim: PositiveInt  # embedding width
     hidden: PositiveInt  # LSTM width (bilstm_attention)
-    dropout: NonNegativeFloat  # on token vectors and before the output layer
+    dropout: NonNegativeFloat  # on token vectors and before the output layer; nb_ngram: on whole words and bigrams
 
 
 class TextConfig(PipelineConfig):
