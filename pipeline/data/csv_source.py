@@ -15,38 +15,46 @@ records) and `_line` (its physical line number, 1-based).
 Speed: runs of lines that hold no quote, or only whole quoted fields (checked by one RE2 match per
 line), go through pyarrow's parser, which cannot join lines then; only the other lines (a stray quote,
 a carriage return inside) go through Python's `csv` module, and are put back in line order.
+An uncompressed file larger than `range_bytes` is read by several tasks at once, a byte range of
+whole lines each: a quick parallel pass counts each range's lines and records first, so that
+`_line`, `_record` and the quarantine's line numbers are the same as one task reading the file.
 """
 
 from __future__ import annotations
 
 import csv as pycsv
+import functools
 import io
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from ray.data.datasource.file_based_datasource import FileBasedDatasource
+import pyarrow.fs as pafs
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 
 from pipeline.config import TableOptions
 from pipeline.errors import DataError
 
 BLOCK_BYTES = 8 << 20  # ~80k rows of Adult per block: few, large blocks keep per-block overhead small
+RANGE_BYTES = 32 << 20  # an uncompressed file above this is read by several tasks, this much each
 RAW_TEXT_CHARS = 300  # how much of a malformed line its `_malformed` description keeps
 BOM = b"\xef\xbb\xbf"
 
 
 class CSVLayout:
-    """How to read the files: delimiter, quoting, header, column names, lines to skip, block size."""
+    """How to read the files: delimiter, quoting, header, column names, lines to skip, block and range sizes."""
 
-    def __init__(self, options: TableOptions, delimiter: str, block_bytes: int = BLOCK_BYTES):
+    def __init__(self, options: TableOptions, delimiter: str, block_bytes: int = BLOCK_BYTES, range_bytes: int = RANGE_BYTES):
         self.delimiter = options.delimiter or delimiter
         self.quote_char = options.quote_char or False
         self.header = options.header if options.header is not None else not options.column_names
         self.column_names = options.column_names
         self.skip_rows = options.skip_rows
         self.multiline = options.multiline
-        self.block_bytes = block_bytes
+        self.block_bytes, self.range_bytes = block_bytes, range_bytes
 
     @property
     def lines_to_skip(self) -> int:
@@ -92,11 +100,7 @@ class RecordParser:
 
     def parse(self, chunk: bytes, first_record: int, first_line: int) -> pa.Table:
         buffer = np.frombuffer(chunk, np.uint8)
-        ends = np.flatnonzero(buffer == 10)  # each line's end
-        starts, stops = np.r_[0, ends + 1], np.r_[ends, len(chunk)]
-        crlf = np.zeros(len(starts), bool)
-        crlf[stops > starts] = buffer[stops[stops > starts] - 1] == 13
-        nonblank = stops - starts - crlf > 0  # blank lines are not records
+        starts, stops, crlf, nonblank = line_bounds(buffer)
         record_lines = np.flatnonzero(nonblank) + first_line
         if not len(record_lines):
             table = pa.table({**{name: pa.array([], pa.string()) for name in self.names}, "_malformed": pa.array([], pa.string())})
@@ -263,6 +267,16 @@ class RecordParser:
         return [values.take(pa.array(np.arange(j, len(values), ncols))) for j in range(ncols)]
 
 
+def line_bounds(buffer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each line's start and end (at its `\\n`, or the buffer's end), whether it ends in `\\r\\n`, and
+    whether it is a record: blank lines are not."""
+    ends = np.flatnonzero(buffer == 10)
+    starts, stops = np.r_[0, ends + 1], np.r_[ends, len(buffer)]
+    crlf = np.zeros(len(starts), bool)
+    crlf[stops > starts] = buffer[stops[stops > starts] - 1] == 13
+    return starts, stops, crlf, stops - starts - crlf > 0
+
+
 def decoded(raw: bytes) -> str | None:
     try:
         return raw.decode("utf-8")
@@ -298,28 +312,157 @@ def describe(line: int | None, problem: str, raw: bytes | str) -> str:
     return f"line {line if line is not None else '?'}: {problem}: {text[:RAW_TEXT_CHARS]}"
 
 
-class QuarantiningCSVDatasource(FileBasedDatasource):
-    _FILE_EXTENSIONS = None  # any name: .csv, .tsv, .data, .test, compressed variants
+@dataclass(frozen=True)
+class FilePart:
+    """What one read step reads: a whole file (compressed, multi-line, or small), or a byte range of whole
+    lines of one, numbered by the lines and records before it."""
 
-    def __init__(self, paths, layout: CSVLayout, **kwargs):
-        super().__init__(paths, **kwargs)
-        self.layout = layout
+    path: str
+    size: int
+    begin: int = 0
+    end: int | None = None  # None: the whole file, as a stream (decompressed if its name says so)
+    names: tuple[str, ...] = ()  # a range's column names (from the config or the file's header)
+    first_line: int = 0  # physical lines before `begin`
+    first_record: int = 0  # records before `begin`
+    skip: int = 0  # lines to leave out at `begin` (the file's start: skip_rows and the header)
 
-    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        if self.layout.multiline:
-            yield from read_multiline(f, path, self.layout)
-            return
-        yield from read_lines(f, path, self.layout)
+
+class RangeReader:
+    """`f`'s bytes `[begin, end)` as a stream, counting the line ends it hands out."""
+
+    def __init__(self, f, begin: int, end: int):
+        self.f, self.position, self.end, self.newlines = f, begin, end, 0
+
+    def read(self, size: int) -> bytes:
+        data = self.f.read_at(min(size, self.end - self.position), self.position) if self.position < self.end else b""
+        self.position += len(data)
+        self.newlines += data.count(b"\n")
+        return data
 
 
-def read_lines(f, path: str, layout: CSVLayout) -> Iterator[pa.Table]:
-    """Reads `f` in blocks of `layout.block_bytes`, each cut at its last line end, so that which
-    records come out does not depend on the block size."""
-    names = list(layout.column_names) if layout.column_names else None
-    parser = RecordParser(layout, names, path) if names else None
-    pending, lines_seen, record, skip = b"", 0, 0, layout.lines_to_skip
+def read_part(fs: pafs.FileSystem, part: FilePart, layout: CSVLayout) -> Iterator[pa.Table]:
+    if part.end is None:
+        with fs.open_input_stream(part.path) as f:  # compression detected from the file name
+            yield from (read_multiline if layout.multiline else read_lines)(f, part.path, layout)
+        return
+    with fs.open_input_file(part.path) as f:
+        yield from read_lines(RangeReader(f, part.begin, part.end), part.path, layout, part.names,
+                              part.first_line, part.first_record, part.skip)
+
+
+def read_parts(fs: pafs.FileSystem, parts: list[FilePart], layout: CSVLayout) -> Iterator[pa.Table]:
+    for part in parts:
+        yield from read_part(fs, part, layout)
+
+
+def count_part(fs: pafs.FileSystem, part: FilePart, layout: CSVLayout) -> tuple[int, int]:
+    """The physical lines and the records of a range, read as `read_lines` reads it."""
+    with fs.open_input_file(part.path) as f:
+        reader = RangeReader(f, part.begin, part.end)
+        records = sum(int(line_bounds(np.frombuffer(chunk, np.uint8))[3].sum())
+                      for chunk, _ in line_chunks(reader, layout.block_bytes, part.skip))
+    return reader.newlines, records
+
+
+def next_line_start(f, offset: int, size: int) -> int:
+    """The first line start at or after `offset` (`offset` itself when the byte before it ends a line)."""
+    if offset == 0:
+        return 0
+    position = offset - 1
+    while position < size:
+        window = f.read_at(min(1 << 16, size - position), position)
+        at = window.find(b"\n")
+        if at >= 0:
+            return position + at + 1
+        position += len(window)
+    return size
+
+
+def is_compressed(path: str) -> bool:
+    """Whether `open_input_stream` decompresses it (pyarrow detects these extensions): no byte ranges then."""
+    return path.lower().endswith((".gz", ".bz2", ".zst", ".lz4", ".br"))
+
+
+Counter = Callable[[list[tuple]], list[tuple[int, int]]]
+
+
+def plan_parts(fs: pafs.FileSystem, files: list[str], layout: CSVLayout, count: Counter | None = None) -> list[FilePart]:
+    """Each file whole, or (uncompressed, one record per line, larger than `layout.range_bytes`) cut into
+    ranges at line starts, the first range holding every line to skip. `count` runs `count_part` over
+    (fs, part, layout) tuples, on Ray tasks by default: the lines and records of each range number the next."""
+    sizes = [info.size for info in fs.get_file_info(files)]
+    whole, cut = [], []
+    for path, size in zip(files, sizes):
+        if layout.multiline or size <= layout.range_bytes or is_compressed(path):
+            whole.append(FilePart(path, size))
+            continue
+        with fs.open_input_file(path) as f:
+            names = tuple(layout.column_names or layout.names_from_head(f.read_at(min(1 << 20, size), 0).removeprefix(BOM), path))
+            after_skip = 0
+            for _ in range(layout.lines_to_skip):
+                after_skip = next_line_start(f, after_skip + 1, size)
+            pieces = -(-size // layout.range_bytes)
+            starts = sorted({0, *(b for b in (next_line_start(f, k * size // pieces, size) for k in range(1, pieces))
+                                  if after_skip <= b < size)})
+        ends = [*starts[1:], size]
+        cut.append([FilePart(path, size, b, e, names, skip=layout.lines_to_skip if b == 0 else 0) for b, e in zip(starts, ends)])
+    counts = iter((count or count_on_ray)([(fs, part, layout) for parts in cut for part in parts[:-1]]))
+    parts_of = {part.path: [part] for part in whole}
+    for parts in cut:
+        line = record = 0
+        numbered = []
+        for part in parts:
+            numbered.append(FilePart(part.path, part.size, part.begin, part.end, part.names, line, record, part.skip))
+            if part is not parts[-1]:
+                lines, records = next(counts)
+                line, record = line + lines, record + records
+        parts_of[parts[0].path] = numbered
+    return [part for path in files for part in parts_of[path]]
+
+
+def count_on_ray(jobs: list[tuple]) -> list[tuple[int, int]]:
+    if not jobs:
+        return []
+    import ray
+
+    task = ray.remote(num_cpus=1)(count_part)
+    return ray.get([task.remote(*job) for job in jobs])
+
+
+class QuarantiningCSVDatasource(Datasource):
+    """Read steps over the planned parts, in file and range order: `parallelism` steps at most, each a
+    run of consecutive parts."""
+
+    def __init__(self, fs: pafs.FileSystem, parts: list[FilePart], layout: CSVLayout):
+        super().__init__()
+        self.fs, self.parts, self.layout = fs, parts, layout
+
+    def get_name(self) -> str:
+        return "QuarantiningCSV"
+
+    def estimate_inmemory_data_size(self) -> int:
+        return sum((part.end if part.end is not None else part.size) - part.begin for part in self.parts)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        groups = [g for g in np.array_split(np.arange(len(self.parts)), min(len(self.parts), max(parallelism, 1))) if len(g)]
+        tasks = []
+        for group in groups:
+            parts = [self.parts[i] for i in group]
+            size = sum((p.end if p.end is not None else p.size) - p.begin for p in parts)
+            metadata = BlockMetadata(num_rows=None, size_bytes=size, input_files=[p.path for p in parts], exec_stats=None)
+            tasks.append(ReadTask(functools.partial(read_parts, self.fs, parts, self.layout), metadata,
+                                  per_task_row_limit=per_task_row_limit))
+        return tasks
+
+
+def line_chunks(f, block_bytes: int, skip: int, on_head: Callable[[bytes], None] | None = None) -> Iterator[tuple[bytes, int]]:
+    """`f` in pieces of whole lines, read `block_bytes` at a time and each cut at its last line end (so
+    which records come out does not depend on the block size), with the physical lines before each.
+    The first `skip` lines (at a file's start: skip_rows and the header, after a BOM) are left out;
+    `on_head` sees the text they begin."""
+    pending, lines_seen = b"", 0
     while True:
-        data = f.read(layout.block_bytes)
+        data = f.read(block_bytes)
         chunk = pending + data
         if data:
             cut = chunk.rfind(b"\n")
@@ -329,10 +472,10 @@ def read_lines(f, path: str, layout: CSVLayout) -> Iterator[pa.Table]:
             chunk, pending = chunk[:cut], chunk[cut + 1:]
         elif not chunk:
             break
-        if skip:  # the start of the file: lines to skip, then the header
+        if skip:
             chunk = chunk.removeprefix(BOM)
-            if parser is None:
-                parser = RecordParser(layout, layout.names_from_head(chunk, path), path)
+            if on_head:
+                on_head(chunk)
             rest = chunk.split(b"\n", skip)
             chunk = rest[skip] if len(rest) > skip else b""
             lines_seen, skip = skip, 0
@@ -340,13 +483,30 @@ def read_lines(f, path: str, layout: CSVLayout) -> Iterator[pa.Table]:
                 if data:
                     continue
                 break
-        table = parser.parse(chunk, record, lines_seen + 1)
+        yield chunk, lines_seen
         lines_seen += chunk.count(b"\n") + 1
+        if not data:
+            break
+
+
+def read_lines(f, path: str, layout: CSVLayout, names: tuple[str, ...] = (), first_line: int = 0, first_record: int = 0,
+               skip: int | None = None) -> Iterator[pa.Table]:
+    """Reads `f` (a whole file, or a range of one after `first_line` lines holding `first_record`
+    records) in pieces of whole lines; column names from `names`, the config, or the header."""
+    names = tuple(names or layout.column_names or ())
+    parser = RecordParser(layout, list(names), path) if names else None
+
+    def on_head(head: bytes) -> None:
+        nonlocal parser
+        if parser is None:
+            parser = RecordParser(layout, layout.names_from_head(head, path), path)
+
+    record = first_record
+    for chunk, lines_before in line_chunks(f, layout.block_bytes, layout.lines_to_skip if skip is None else skip, on_head):
+        table = parser.parse(chunk, record, first_line + lines_before + 1)
         record += table.num_rows
         if table.num_rows:
             yield table
-        if not data:
-            break
 
 
 class Prepended(io.RawIOBase):

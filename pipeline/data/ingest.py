@@ -75,14 +75,15 @@ def strip_compression(path: str) -> str:
 
 
 def read_dataset(uri: str, fmt: str = "auto", options: TableOptions | None = None, schema: dict[str, str] | None = None,
-                 image_mode: str = "L", block_bytes: int | None = None):
+                 image_mode: str = "L", block_bytes: int | None = None, range_bytes: int | None = None):
     """Reads `uri` into a Ray Dataset.
 
     `options`: how to read CSV/TSV (column names, header, quoting) and which markers mean missing;
     `image_mode`: L (grey) or RGB for image files;
     `schema` (column -> type) is checked against every file before any Ray work: a file that lacks a
     declared column or holds it in an incompatible type fails with one message listing every such column;
-    `block_bytes`: how much of a CSV file one read step parses (results do not depend on it).
+    `block_bytes`: how much of a CSV file one read step parses at a time, `range_bytes`: how much of a
+    large uncompressed CSV file one read task takes (results depend on neither).
     """
     import ray.data
 
@@ -90,14 +91,15 @@ def read_dataset(uri: str, fmt: str = "auto", options: TableOptions | None = Non
     fs, files = resolve_paths(uri)
     fmt = infer_format(files, fmt)
     if fmt in ("csv", "tsv"):
-        from pipeline.data.csv_source import CSVLayout, QuarantiningCSVDatasource
+        from pipeline.data.csv_source import CSVLayout, QuarantiningCSVDatasource, plan_parts
 
-        layout = CSVLayout(options, "\t" if fmt == "tsv" else ",", **({"block_bytes": block_bytes} if block_bytes else {}))
+        sizes = {k: v for k, v in (("block_bytes", block_bytes), ("range_bytes", range_bytes)) if v}
+        layout = CSVLayout(options, "\t" if fmt == "tsv" else ",", **sizes)
         found = each_file(files, lambda path: csv_columns(fs, path, layout, schema or {}, options.na_values))
         for path, columns in found.items():
             check_columns(path, columns, schema or {})
         check_same_columns(found)
-        return ray.data.read_datasource(QuarantiningCSVDatasource(files, layout, filesystem=fs))
+        return ray.data.read_datasource(QuarantiningCSVDatasource(fs, plan_parts(fs, files, layout), layout))
     if fmt == "parquet":
         ds = ray.data.read_parquet(files, filesystem=fs)
         found = each_file(files, lambda path: parquet_columns(fs, path))

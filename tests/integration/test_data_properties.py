@@ -1,5 +1,5 @@
 """Property-based, on the session's Ray: dirty CSV tables split across 1 to 4 files and read with block
-sizes from 1 KiB to 16 MiB go through ingest and cleaning; every record is counted, kept or quarantined,
+sizes from 1 KiB to 16 MiB (and files cut into byte ranges of 512 bytes to whole) go through ingest and cleaning; every record is counted, kept or quarantined,
 and each quarantined row's reason is the one a plain-Python oracle of the rules gives (tests/dirty_csv.py).
 Examples are few (each runs Ray Data end to end) and derandomized, so CI runs the same ones every time."""
 
@@ -24,7 +24,7 @@ RULES = {"age": ColumnRules(range={"gt": 0, "le": 120}), "score": ColumnRules(re
          "city": ColumnRules(allowed=ALLOWED_CITIES)}
 
 
-def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int):
+def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int, range_bytes: int | None = None):
     from ray.data import DataContext
 
     folder = Path(tempfile.mkdtemp(prefix="dirty-csv-"))
@@ -35,7 +35,7 @@ def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int):
     saved = context.target_max_block_size
     context.target_max_block_size = ray_block_bytes
     try:
-        ds = read_dataset(str(folder), "csv", options, SCHEMA, block_bytes=block_bytes)
+        ds = read_dataset(str(folder), "csv", options, SCHEMA, block_bytes=block_bytes, range_bytes=range_bytes)
         data_cfg = SimpleNamespace(columns=SCHEMA, datetime_formats={}, options=options)
         formats = infer_datetime_formats(ds, data_cfg)
         steps = [TypeStep(SCHEMA, NA_VALUES, formats), *(RuleStep(c, r) for c, r in RULES.items())]
@@ -51,11 +51,11 @@ def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int):
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(dirty_lines(), st.integers(1, 4), st.sampled_from([1 << 10, 4 << 10, 64 << 10, 16 << 20]),
-       st.sampled_from([4 << 10, 128 << 20]))
-def test_every_record_is_kept_or_quarantined_for_the_oracles_reason(lines, parts, block_bytes, ray_block_bytes):
+       st.sampled_from([4 << 10, 128 << 20]), st.sampled_from([512, None]))
+def test_every_record_is_kept_or_quarantined_for_the_oracles_reason(lines, parts, block_bytes, ray_block_bytes, range_bytes):
     files = split_files(lines, parts)
     expected = oracle_reasons(files)
-    result, found, _ = clean_files(files, block_bytes, ray_block_bytes)
+    result, found, _ = clean_files(files, block_bytes, ray_block_bytes, range_bytes)
     assert result.rows_in == len(expected)  # the independent reader's record count
     assert result.rows_kept + result.rows_quarantined == result.rows_in
     assert len(found) == len(expected)  # no record twice, none lost
@@ -65,12 +65,13 @@ def test_every_record_is_kept_or_quarantined_for_the_oracles_reason(lines, parts
 @settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(dirty_lines().filter(lambda ls: len(ls) >= 20))
 def test_results_do_not_depend_on_files_or_blocks(lines):
-    """One dirty table cut into 1, 3 and 4 files and read with small and large blocks: the same reasons
-    for every data row, and the same datetime format."""
+    """One dirty table cut into 1, 3 and 4 files, read with small and large blocks, a file read whole or in
+    byte ranges by several tasks: the same reasons for every data row, and the same datetime format."""
     outcomes = []
-    for parts, block_bytes, ray_block_bytes in ((1, 16 << 20, 128 << 20), (3, 1 << 10, 4 << 10), (4, 4 << 10, 128 << 20)):
-        _, found, formats = clean_files(split_files(lines, parts), block_bytes, ray_block_bytes)
+    for parts, block_bytes, ray_block_bytes, range_bytes in ((1, 16 << 20, 128 << 20, None), (1, 1 << 10, 4 << 10, 300),
+                                                             (3, 1 << 10, 4 << 10, None), (4, 4 << 10, 128 << 20, 700)):
+        _, found, formats = clean_files(split_files(lines, parts), block_bytes, ray_block_bytes, range_bytes)
         # Record 0 of each file is the valid row split_files adds; the rest, in file order, is the table.
         data_rows = [found[key] for key in sorted(found) if key[1] != 0]
         outcomes.append((data_rows, formats))
-    assert outcomes[0] == outcomes[1] == outcomes[2]
+    assert outcomes[0] == outcomes[1] == outcomes[2] == outcomes[3]

@@ -1,12 +1,16 @@
 """Property-based: the CSV reader finds exactly the records Python's csv module finds line by line,
-whatever the block size it reads with, and never merges or loses one."""
+whatever the block size it reads with and however a file is cut into ranges, and never merges or loses one."""
+
+import tempfile
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import TableOptions
-from pipeline.data.csv_source import CSVLayout, read_lines
+from pipeline.data.csv_source import CSVLayout, count_part, plan_parts, read_lines, read_parts
 
 from tests.dirty_csv import COLUMNS, dirty_lines, oracle_records, split_files
 
@@ -43,6 +47,56 @@ def test_the_block_size_changes_nothing(lines, small, large):
     (data,) = split_files(lines, 1)
     a, b = read(data, small), read(data, large)
     assert (a is None and b is None) or a.equals(b)
+
+
+def read_in_ranges(data: bytes, range_bytes: int, block_bytes: int, options: TableOptions) -> tuple[pa.Table | None, int]:
+    """The file cut into ranges of about `range_bytes` (counted in this process, not on Ray), each read
+    on its own, the tables concatenated; and how many ranges there were."""
+    layout = CSVLayout(options, ",", block_bytes=block_bytes, range_bytes=range_bytes)
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "f.csv")
+        Path(path).write_bytes(data)
+        fs = pafs.LocalFileSystem()
+        parts = plan_parts(fs, [path], layout, count=lambda jobs: [count_part(*job) for job in jobs])
+        tables = [t.drop_columns(["_source"]) for t in read_parts(fs, parts, layout)]
+    return (pa.concat_tables(tables) if tables else None), len(parts)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(dirty_lines(), st.sampled_from([1, 13, 64, 256, 1 << 10]), st.sampled_from([1, 64, 1 << 10, 16 << 20]),
+       st.integers(0, 2), st.booleans())
+def test_a_file_cut_into_ranges_reads_as_one(lines, range_bytes, block_bytes, skip_rows, bom):
+    """Records, their `_record` and `_line`, and the quarantine's line numbers do not depend on where the
+    ranges fall: after the header and skipped lines, mid-line, on a blank line or a `\\r\\n`."""
+    (data,) = split_files(lines, 1)
+    data = (b"\xef\xbb\xbf" if bom else b"") + b"skipped line\n" * skip_rows + data
+    options = TableOptions(na_values=["?"], skip_rows=skip_rows)
+    whole = CSVLayout(options, ",", block_bytes=block_bytes)
+    tables = [t.drop_columns(["_source"]) for t in read_lines(pa.BufferReader(data), "f.csv", whole)]
+    expected = pa.concat_tables(tables) if tables else None
+    table, ranges = read_in_ranges(data, range_bytes, block_bytes, options)
+    assert ranges > 1 or len(data) <= range_bytes
+    assert (table is None and expected is None) or table.equals(expected)
+
+
+def test_a_large_file_is_planned_in_ranges_and_a_compressed_one_whole(tmp_path):
+    import gzip
+
+    data = b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(2000))
+    (tmp_path / "big.csv").write_bytes(data)
+    (tmp_path / "big.csv.gz").write_bytes(gzip.compress(data))
+    layout = CSVLayout(TableOptions(), ",", range_bytes=4096)
+    fs = pafs.LocalFileSystem()
+    counted = lambda jobs: [count_part(*job) for job in jobs]  # noqa: E731
+    parts = plan_parts(fs, [str(tmp_path / "big.csv")], layout, count=counted)
+    assert len(parts) == -(-len(data) // 4096) and [p.begin for p in parts][0] == 0
+    assert all(data[p.begin - 1:p.begin] == b"\n" for p in parts[1:])  # every range starts a line
+    assert [p.first_record for p in parts[:2]] == [0, data[:parts[1].begin].count(b"\n") - 1]  # the header is no record
+    (gz,) = plan_parts(fs, [str(tmp_path / "big.csv.gz")], layout, count=counted)
+    assert gz.end is None
+    rows = pa.concat_tables(list(read_parts(fs, parts, layout)))
+    assert rows["_record"].to_pylist() == list(range(2000)) and rows["a"].to_pylist() == [str(i) for i in range(2000)]
+    assert rows["_line"].to_pylist() == list(range(2, 2002))
 
 
 def test_multiline_mode_lets_a_quoted_field_span_lines():
