@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 
-def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas", batch_size: int = 8192) -> list[dict]:
+def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas", batch_size: int | None = None) -> list[dict]:
     """Runs `partial` on every batch of `ds` and returns the JSON-able partial statistics."""
 
     def run(batch):
