@@ -14,6 +14,7 @@ sampled every 0.2 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from pipeline.tasks import config_from_dict, default_config, load_config  # noqa: E402
 
 
-CHUNK_ROWS = 1_000_000  # generated and written a chunk at a time: a 10M-row file never sits in memory
+CHUNK_ROWS = 1_000_000  # generated a chunk per process and written in order: a 10M-row file never sits in memory
 
 
 def adult_config(csv: str):
@@ -46,17 +47,29 @@ def adult_config(csv: str):
 
 def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
     """Adult's real rows resampled to `rows`, with ~1% missing values, out-of-range ages, bad
-    numbers and malformed lines mixed in, so every cleaning rule has work to do."""
-    cfg = load_config("tabular")
-    names = cfg.data.options.column_names
-    with gzip.open(REPO / "pipeline" / "datasets" / "adult" / "adult.data.gz", "rt") as fh:
-        adult = pd.read_csv(fh, header=None, names=names, dtype=str, skipinitialspace=True).dropna()
+    numbers and malformed lines mixed in, so every cleaning rule has work to do. Chunks are generated
+    on every core (each from its own seed, so the file does not depend on the core count)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [(min(CHUNK_ROWS, rows - start), seed + i) for i, start in enumerate(range(0, rows, CHUNK_ROWS))]
     with open(path, "w") as out:
-        for i, start in enumerate(range(0, rows, CHUNK_ROWS)):
-            out.write(generate_chunk(adult, min(CHUNK_ROWS, rows - start), seed + i))
+        if len(chunks) == 1:  # no pool for a small file: nothing to parallelise
+            out.write(generate_chunk(*chunks[0]))
+            return
+        with ProcessPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
+            for text in pool.map(generate_chunk, *zip(*chunks)):
+                out.write(text)
 
 
-def generate_chunk(adult: pd.DataFrame, rows: int, seed: int) -> str:
+@functools.cache
+def adult_rows() -> pd.DataFrame:
+    names = load_config("tabular").data.options.column_names
+    with gzip.open(REPO / "pipeline" / "datasets" / "adult" / "adult.data.gz", "rt") as fh:
+        return pd.read_csv(fh, header=None, names=names, dtype=str, skipinitialspace=True).dropna()
+
+
+def generate_chunk(rows: int, seed: int) -> str:
+    adult = adult_rows()
     rng = np.random.default_rng(seed)
     frame = adult.iloc[rng.integers(0, len(adult), rows)].reset_index(drop=True)
     frame["fnlwgt"] = (frame["fnlwgt"].astype(int) + rng.integers(-500, 500, rows)).astype(str)
@@ -180,6 +193,18 @@ def one_size(rows: int, tmp: str, engines: list[str]) -> dict:
     return summary
 
 
+def write_summary(output: str, curve: list[dict]) -> dict:
+    summary = {"cpus": os.cpu_count(), "sizes": curve}
+    if len(curve) > 1:  # how peak memory grows from the smallest size to the largest
+        first, last = ({r["engine"]: r for r in c["results"]} for c in (curve[0], curve[-1]))
+        summary["peak_memory_growth"] = {e: last[e]["peak_memory_mb"] / first[e]["peak_memory_mb"] for e in first}
+        summary["rows_growth"] = curve[-1]["rows"] / curve[0]["rows"]
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes (rows) of the scale curve")
@@ -193,22 +218,18 @@ def main() -> None:
     sizes = [int(r) for r in args.rows.replace("_", "").split(",")]
     engines = args.engines.split(",")
     print(f"{'engine':<8}{'rows':>12}{'seconds':>10}{'of which start-up':>19}{'rows/s':>12}{'peak PSS MiB':>14}")
+    curve: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        curve = [one_size(rows, tmp, engines) for rows in sizes]
-    summary = {"cpus": os.cpu_count(), "sizes": curve}
-    if len(curve) > 1:  # how peak memory grows from the smallest size to the largest
-        first, last = ({r["engine"]: r for r in c["results"]} for c in (curve[0], curve[-1]))
-        summary["peak_memory_growth"] = {e: last[e]["peak_memory_mb"] / first[e]["peak_memory_mb"] for e in engines}
-        summary["rows_growth"] = curve[-1]["rows"] / curve[0]["rows"]
+        for rows in sizes:  # written after each size too, so a run stopped at the largest keeps the others
+            curve.append(one_size(rows, tmp, engines))
+            write_summary(args.output, curve)
+    summary = write_summary(args.output, curve)
     for c in curve:
         if "ray_over_pandas_throughput" in c:
             print(f"{c['rows']:>12,} rows: ray / pandas throughput x{c['ray_over_pandas_throughput']:.2f}, "
                   f"peak memory x{c['ray_over_pandas_peak_memory']:.2f}")
     for engine, growth in summary.get("peak_memory_growth", {}).items():
         print(f"{engine}: peak memory x{growth:.1f} for x{summary['rows_growth']:.0f} the rows")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as fh:
-        json.dump(summary, fh, indent=2)
 
 
 if __name__ == "__main__":

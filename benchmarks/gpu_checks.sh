@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
 # Every GPU-machine measurement of issue 12 in one run (device time is scarce: prepare, run once, give back).
 # On the device machine, from the repo root, with `.whl/` carried (built here by ../shared/tools/device-wheels.sh):
-#     bash benchmarks/gpu_checks.sh        # results under $OUT (the device tool's folder), else /tmp/gpu_out
+#     bash benchmarks/gpu_checks.sh        # results and the whole log under $OUT (the device tool's folder), else /tmp/gpu_out
+# BUDGET_S (default 540) bounds the whole script: the data-stage curve gets what the GPU checks leave, and
+# writes its JSON after each size, so a curve cut short keeps the sizes it finished.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
+BUDGET_S=${BUDGET_S:-540}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+exec > >(tee "$OUT/gpu_checks.log") 2>&1
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-echo "== training loop: Ray Train (1 GPU worker) vs bare PyTorch, bf16"
-timeout 240 python3 benchmarks/train_loop.py --use-gpu --output "$OUT/train_loop_gpu.json" 2>&1 | grep -v "^\[bare\]\|RayTrainWorker" | tail -8
-echo "== pipeline run image on the GPU (timing summary)"
-timeout 150 python3 -m pipeline run image --use-gpu --num-workers 1 --amp --output /tmp/gpu_run --registry /tmp/gpu_reg 2>&1 | grep -A14 "^timing"
-echo "== data stages scale curve on this machine's CPUs"
-timeout 420 python3 benchmarks/data_stages.py --rows 100000,1000000,10000000 --output "$OUT/data_stages_gpu_machine.json" 2>&1 | tail -9
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, sys, os; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cpus', os.cpu_count())"
+
+echo "== [${SECONDS}s] training loop: Ray Train (1 GPU worker) vs bare PyTorch, bf16, 21,000 rows, batch 512"
+timeout 150 python3 benchmarks/train_loop.py --use-gpu --epochs 10 --output "$OUT/train_loop_gpu.json" 2>&1 \
+  | grep -v "RayTrainWorker\|^\[bare\] epoch [2-9]" | tail -25
+
+echo "== [${SECONDS}s] pipeline run image on the GPU (the run's timing summary)"
+timeout 130 python3 -m pipeline run image --use-gpu --num-workers 1 --amp --output /tmp/gpu_run --registry /tmp/gpu_reg 2>&1 \
+  | grep -v "RayTrainWorker" | tail -40
+cp /tmp/gpu_run/metrics.json "$OUT/metrics_image_gpu.json" 2>/dev/null
+
+left=$((BUDGET_S - SECONDS))
+echo "== [${SECONDS}s] data stages scale curve on this machine's CPUs (${left}s left)"
+timeout "$left" python3 benchmarks/data_stages.py --rows 100000,1000000,10000000 \
+  --output "$OUT/data_stages_gpu_machine.json" 2>&1 | grep -v "^\s*$" | tail -12
+echo "== [${SECONDS}s] done"
+sleep 2  # let tee finish the log

@@ -5,7 +5,8 @@ Model: the image task's CNN (`pipeline.models.cnn.CNN`, its default config). Dat
 in 10 classes (a class-dependent pattern plus noise, so the loss falls), with a validation set of a tenth
 the size. The Ray Train side is the pipeline's own `fit_candidates()` (data from Ray Data, a checkpoint and a
 report per epoch); the bare side is the loop a PyTorch user writes by hand, with the data already in memory (on the
-GPU with --use-gpu) and the same validation pass per epoch.
+GPU with --use-gpu) and the same validation pass per epoch. A third row runs the pipeline's loop in this
+process without Ray Train, which tells the loop's own cost apart from Ray Train's.
 
     python benchmarks/train_loop.py              # CPU: Ray Train with 2 CPU workers vs one bare process
     python benchmarks/train_loop.py --use-gpu    # GPU: Ray Train with 1 GPU worker vs the bare loop, bf16
@@ -46,11 +47,12 @@ def synthetic_images(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def bench_config(args):
+def bench_config(args, cpus_per_worker: int | None = None):
     return load_config("image", overrides={
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.early_stopping.patience": 0,
         "train.num_workers": args.workers, "train.use_gpu": args.use_gpu, "train.amp": args.amp,
-        "train.compile": args.compile, "train.cpus_per_worker": args.cpus_per_worker, "train.schedule.name": "constant",
+        "train.compile": args.compile, "train.cpus_per_worker": cpus_per_worker or args.cpus_per_worker,
+        "train.schedule.name": "constant",
         "data.options.shape": SHAPE, "data.options.classes": CLASSES,
     })
 
@@ -119,6 +121,57 @@ def bare_loop(args, data) -> dict:
     return summarize("bare PyTorch", seconds, time.perf_counter() - started, n, threads=args.bare_threads)
 
 
+class LocalSession:
+    """The pipeline's own training loop (`run_training`) without Ray Train: in this process, the splits
+    handed over whole, reports kept in a list. It tells the loop's cost apart from Ray Train's."""
+
+    rank, world = 0, 1
+
+    def __init__(self, data: dict, device):
+        import ray
+
+        self.handed = {name: {"rows": ray.put({"x": x, "y": y}), "ranges": [[(0, len(y))]]} for name, (x, y) in data.items()}
+        self.torch_device, self.history = device, []
+
+    def device(self):
+        return self.torch_device
+
+    def prepare_model(self, model):
+        return model.to(self.torch_device)
+
+    def dataset(self, name: str):
+        from pipeline.train.loop import InMemoryShard
+
+        return InMemoryShard(self.handed[name], 0)
+
+    def checkpoint(self):
+        return None
+
+    def node_ids(self) -> list[str]:
+        return ["this process"]
+
+    def report(self, metrics: dict, checkpoint_dir, ranks=(False, [])) -> None:
+        self.history.append(metrics)
+
+    def finish(self, history: dict) -> None:
+        pass
+
+
+def local_loop(args, data) -> dict:
+    import torch
+
+    from pipeline.train.loop import run_training
+    from pipeline.train.trainer import loop_config
+
+    started = time.perf_counter()
+    cfg = bench_config(args, cpus_per_worker=args.bare_threads)  # the bare loop's threads
+    session = LocalSession(data, torch.device("cuda" if args.use_gpu else "cpu"))
+    run_training(loop_config(cfg, preprocessor_state(), len(data["train"][1]), "local"), session)
+    seconds = [m["epoch_seconds"] for m in session.history]
+    return summarize("pipeline loop, no Ray Train", seconds, time.perf_counter() - started, len(data["train"][1]),
+                     threads=args.bare_threads)
+
+
 def ray_train_loop(args, data, storage: str) -> dict:
     import pandas as pd
     import ray.data
@@ -169,8 +222,8 @@ def main() -> None:
 
     init_ray(num_cpus=cpus)
     with tempfile.TemporaryDirectory() as tmp:
-        results = [bare_loop(args, data), ray_train_loop(args, data, os.path.join(tmp, "checkpoints"))]
-    bare, ray_side = results
+        results = [bare_loop(args, data), local_loop(args, data), ray_train_loop(args, data, os.path.join(tmp, "checkpoints"))]
+    bare, local, ray_side = results
     summary = {
         "device": device_name(args.use_gpu), "command": "python benchmarks/train_loop.py" + (" --use-gpu" if args.use_gpu else ""),
         "rows": args.rows, "batch_size": args.batch_size, "epochs": args.epochs,
@@ -178,6 +231,7 @@ def main() -> None:
         "steady_throughput_ratio": ray_side["rows_per_s"] / bare["rows_per_s"],
         "first_epoch_ratio": ray_side["first_epoch_s"] / bare["first_epoch_s"],
         "wall_ratio": ray_side["wall_s"] / bare["wall_s"],
+        "loop_steady_throughput_ratio": local["rows_per_s"] / bare["rows_per_s"],
     }
     print(f"\n{summary['device']}, {args.rows:,} rows of 32x32x3, batch {args.batch_size}, {summary['precision']}, {args.epochs} epochs")
     print(f"{'loop':<28}{'steady epoch':>14}{'rows/s':>10}{'first epoch':>13}{'wall':>9}")
@@ -186,6 +240,7 @@ def main() -> None:
     print(f"Ray Train / bare: steady-state throughput {summary['steady_throughput_ratio']:.2f}x, "
           f"first epoch {summary['first_epoch_ratio']:.2f}x the time, wall {summary['wall_ratio']:.2f}x "
           f"(Ray Train phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in ray_side["phases"].items()) + ")")
+    print(f"The pipeline's loop without Ray Train / bare: steady-state throughput {summary['loop_steady_throughput_ratio']:.2f}x")
     output = args.output if not args.use_gpu or args.output.endswith("_gpu.json") else args.output.replace(".json", "_gpu.json")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(summary, indent=2))
