@@ -28,5 +28,15 @@ left=$((BUDGET_S - SECONDS))
 echo "== [${SECONDS}s] data stages scale curve on this machine's CPUs (${left}s left)"
 timeout "$left" python3 benchmarks/data_stages.py --rows 100000,1000000,10000000 \
   --output "$OUT/data_stages_gpu_machine.json" 2>&1 | grep -v "^\s*$" | tail -12
-echo "== [${SECONDS}s] done"
+# Stamp where the results were measured: RESULTS.md is rendered on another machine.
+python3 - "$OUT" <<'PY'
+import json, os, platform, sys, time, torch, ray
+where = (f"the GPU machine ({torch.cuda.get_device_name(0)}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+         f"PyTorch {torch.__version__}, Ray {ray.__version__}) on {time.strftime('%Y-%m-%d')}")
+for name in ("train_loop_gpu.json", "data_stages_gpu_machine.json"):
+    path = os.path.join(sys.argv[1], name)
+    if os.path.exists(path):
+        d = json.load(open(path)); d["measured_on"] = where; json.dump(d, open(path, "w"), indent=2)
+PY
+echo "== [${SECONDS}s] done: copy train_loop_gpu.json and data_stages_gpu_machine.json into benchmarks/results/"
 sleep 2  # let tee finish the log
