@@ -193,9 +193,9 @@ def render(status: dict[str, str]) -> str:
     for name, make in sections:
         data = load(name)
         if data is None:
-            where = " (no GPU)." if "gpu" in name else "."
-            lines += [f"## {name}", "", f"Not measured on this machine{where} On a GPU machine: `bash benchmarks/gpu_checks.sh`, "
-                      f"then copy its `{name}.json` into `benchmarks/results/`." if "gpu" in name else f"Not measured{where}", ""]
+            hint = (f" (no GPU). On a GPU machine: `bash benchmarks/gpu_checks.sh`, then copy its `{name}.json` into "
+                    "`benchmarks/results/`." if "gpu" in name else ".")
+            lines += [f"## {name}", "", f"Not measured on this machine{hint}", ""]
         else:
             lines += make(data)
     return "\n".join(lines).rstrip() + "\n"

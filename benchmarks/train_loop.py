@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.tasks import get_task, load_config  # noqa: E402
 from pipeline.tasks.image import ImagePreprocessor  # noqa: E402
+from pipeline.train.loop import InMemoryShard, TuneSession  # noqa: E402
 
 CLASSES = [str(i) for i in range(10)]
 SHAPE = [32, 32, 3]
@@ -121,28 +122,20 @@ def bare_loop(args, data) -> dict:
     return summarize("bare PyTorch", seconds, time.perf_counter() - started, n, threads=args.bare_threads)
 
 
-class LocalSession:
-    """The pipeline's own training loop (`run_training`) without Ray Train: in this process, the splits
-    handed over whole, reports kept in a list. It tells the loop's cost apart from Ray Train's."""
-
-    rank, world = 0, 1
+class LocalSession(TuneSession):
+    """The pipeline's own training loop (`run_training`) without Ray Train: in this process, as a Tune
+    trial runs it, the splits handed over whole, reports kept in a list. It tells the loop's cost apart
+    from Ray Train's."""
 
     def __init__(self, data: dict, device):
         import ray
 
-        self.handed = {name: {"rows": ray.put({"x": x, "y": y}), "ranges": [[(0, len(y))]]} for name, (x, y) in data.items()}
+        handed = {name: {"rows": ray.put({"x": x, "y": y}), "ranges": [[(0, len(y))]]} for name, (x, y) in data.items()}
+        super().__init__({name: InMemoryShard(h, 0) for name, h in handed.items()})
         self.torch_device, self.history = device, []
 
     def device(self):
-        return self.torch_device
-
-    def prepare_model(self, model):
-        return model.to(self.torch_device)
-
-    def dataset(self, name: str):
-        from pipeline.train.loop import InMemoryShard
-
-        return InMemoryShard(self.handed[name], 0)
+        return self.torch_device  # --use-gpu decides, not whether a GPU is present
 
     def checkpoint(self):
         return None
@@ -152,9 +145,6 @@ class LocalSession:
 
     def report(self, metrics: dict, checkpoint_dir, ranks=(False, [])) -> None:
         self.history.append(metrics)
-
-    def finish(self, history: dict) -> None:
-        pass
 
 
 def local_loop(args, data) -> dict:

@@ -36,6 +36,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from pipeline.config import TableOptions
+from pipeline.data.ingest import strip_compression
 from pipeline.errors import DataError
 
 BLOCK_BYTES = 8 << 20  # ~80k rows of Adult per block: few, large blocks keep per-block overhead small
@@ -326,6 +327,10 @@ class FilePart:
     first_record: int = 0  # records before `begin`
     skip: int = 0  # lines to leave out at `begin` (the file's start: skip_rows and the header)
 
+    @property
+    def byte_count(self) -> int:
+        return (self.end if self.end is not None else self.size) - self.begin
+
 
 class RangeReader:
     """`f`'s bytes `[begin, end)` as a stream, counting the line ends it hands out."""
@@ -378,11 +383,6 @@ def next_line_start(f, offset: int, size: int) -> int:
     return size
 
 
-def is_compressed(path: str) -> bool:
-    """Whether `open_input_stream` decompresses it (pyarrow detects these extensions): no byte ranges then."""
-    return path.lower().endswith((".gz", ".bz2", ".zst", ".lz4", ".br"))
-
-
 Counter = Callable[[list[tuple]], list[tuple[int, int]]]
 
 
@@ -393,7 +393,7 @@ def plan_parts(fs: pafs.FileSystem, files: list[str], layout: CSVLayout, count: 
     sizes = [info.size for info in fs.get_file_info(files)]
     whole, cut = [], []
     for path, size in zip(files, sizes):
-        if layout.multiline or size <= layout.range_bytes or is_compressed(path):
+        if layout.multiline or size <= layout.range_bytes or strip_compression(path) != path:  # a compressed stream has no byte ranges
             whole.append(FilePart(path, size))
             continue
         with fs.open_input_file(path) as f:
@@ -441,15 +441,14 @@ class QuarantiningCSVDatasource(Datasource):
         return "QuarantiningCSV"
 
     def estimate_inmemory_data_size(self) -> int:
-        return sum((part.end if part.end is not None else part.size) - part.begin for part in self.parts)
+        return sum(part.byte_count for part in self.parts)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         groups = [g for g in np.array_split(np.arange(len(self.parts)), min(len(self.parts), max(parallelism, 1))) if len(g)]
         tasks = []
         for group in groups:
             parts = [self.parts[i] for i in group]
-            size = sum((p.end if p.end is not None else p.size) - p.begin for p in parts)
-            metadata = BlockMetadata(num_rows=None, size_bytes=size, input_files=[p.path for p in parts], exec_stats=None)
+            metadata = BlockMetadata(num_rows=None, size_bytes=sum(p.byte_count for p in parts), input_files=[p.path for p in parts], exec_stats=None)
             tasks.append(ReadTask(functools.partial(read_parts, self.fs, parts, self.layout), metadata,
                                   per_task_row_limit=per_task_row_limit))
         return tasks
