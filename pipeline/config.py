@@ -222,6 +222,7 @@ class TrainConfig(Section):
     lr: PositiveFloat  # base learning rate, before the schedule
     momentum: NonNegativeFloat  # sgd only
     weight_decay: NonNegativeFloat  # decoupled for adamw, L2 for adam and sgd
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # classifiers: share of the target spread over all classes; 0: off
     schedule: ScheduleConfig
     early_stopping: EarlyStoppingConfig
     metric: str  # selects the best checkpoint and drives early stopping

@@ -105,7 +105,7 @@ class Task(ABC):
 
     # --- objective layer ----------------------------------------------------------------------------
     @abstractmethod
-    def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def loss(self, cfg: PipelineConfig, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
     @abstractmethod
     def eval_sums(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, float | torch.Tensor]:

@@ -59,8 +59,8 @@ class ClassificationTask(Task):
         """Raw rows for the preprocessor from one validated request (raises RequestError for a 422)."""
 
     # --- training -----------------------------------------------------------------------------------
-    def loss(self, outputs, batch):
-        return torch.nn.functional.cross_entropy(outputs.float(), batch["y"])
+    def loss(self, cfg, outputs, batch):
+        return torch.nn.functional.cross_entropy(outputs.float(), batch["y"], label_smoothing=cfg.train.label_smoothing)
 
     def eval_sums(self, outputs, batch):
         target = batch["y"]

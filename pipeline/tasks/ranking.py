@@ -76,7 +76,7 @@ class RankingTask(Task):
         scores = model(torch.cat([user, user.repeat_interleave(k)]), torch.cat([item, negatives.reshape(-1)]))
         return torch.cat([scores[: len(item), None], scores[len(item):].view(len(item), k)], dim=1)
 
-    def loss(self, outputs, batch):
+    def loss(self, cfg, outputs, batch):
         if outputs.dim() == 1:  # ratings
             return torch.nn.functional.mse_loss(outputs.float(), batch["rating"].float())
         labels = torch.zeros_like(outputs, dtype=torch.float32)

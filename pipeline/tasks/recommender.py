@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
-from pipeline.config import DataConfig, PipelineConfig, Section, TableOptions
+from pipeline.config import DataConfig, PipelineConfig, Section, TableOptions, problem
 from pipeline.data.ingest import read_dataset
 from pipeline.data.interactions import InteractionFeatures
 from pipeline.errors import ConfigError
@@ -63,6 +63,12 @@ class RecommenderConfig(PipelineConfig):
     data: RecommenderData
     features: InteractionSettings
     model: RecommenderModelSettings
+
+    @model_validator(mode="after")
+    def no_label_smoothing(self):
+        if self.train.label_smoothing:
+            raise problem("train.label_smoothing", "classifiers only; the recommender's losses have no classes to smooth")
+        return self
 
 
 class RecommendRequest(BaseModel):

@@ -394,7 +394,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             batch = task.augment(cfg, batch)
             with torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
                 outputs = task.forward(model, batch)
-                loss = task.loss(outputs, batch)
+                loss = task.loss(cfg, outputs, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

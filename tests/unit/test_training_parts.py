@@ -135,6 +135,27 @@ def test_image_augmentation_shifts_whole_pixels_rotates_and_is_seeded():
     assert task.augment(on, batch)["x"].shape == x.shape and task.augment(on, batch)["y"] is batch["y"]
 
 
+def test_label_smoothing_spreads_the_target_for_classifiers_and_is_refused_by_the_recommender():
+    from pipeline.errors import ConfigError
+    from pipeline.tasks import get_task, load_config
+
+    task = get_task("tabular")
+    logits = torch.tensor([[4.0, -4.0], [-2.0, 2.0]])
+    batch = {"y": torch.tensor([0, 1])}
+    plain = task.loss(load_config("tabular", overrides={"train.label_smoothing": 0.0}), logits, batch)
+    smoothed = task.loss(load_config("tabular", overrides={"train.label_smoothing": 0.2}), logits, batch)
+    assert plain.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, batch["y"]).item())
+    # target (0.9, 0.1) for class 0: -0.9 log p0 - 0.1 log p1, averaged over the two rows
+    logp = torch.log_softmax(logits, 1)
+    expected = -(0.9 * logp[0, 0] + 0.1 * logp[0, 1] + 0.9 * logp[1, 1] + 0.1 * logp[1, 0]) / 2
+    assert smoothed.item() == pytest.approx(expected.item(), rel=1e-6) and smoothed > plain  # confident logits pay
+    assert task.eval_sums(logits, batch)["loss_sum"].item() == pytest.approx(2 * plain.item())  # reported loss stays plain
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        load_config("recommender", overrides={"train.label_smoothing": 0.1})
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        load_config("image", overrides={"train.label_smoothing": 1.0})
+
+
 def test_tensorboard_events_hold_each_epoch_the_final_metrics_and_the_confusion_matrix(tmp_path):
     from pipeline.plots import confusion_matrix_png
     from pipeline.tracking import write_events
