@@ -44,6 +44,7 @@ def benchmarks(rows: str) -> dict[str, dict]:
         "serve_load": {"cmd": [PY, "benchmarks/serve_load.py", "--requests", "200"], "limit_s": 1200},
         "tune_asha_vs_grid": {"cmd": [PY, "benchmarks/tune_asha_vs_grid.py"], "limit_s": 900},
         "csv_reader": {"cmd": [PY, "benchmarks/csv_reader.py"], "limit_s": 600},
+        "image_cv": {"cmd": [PY, "benchmarks/image_cv.py"], "limit_s": 900},
         "demo": {"cmd": [PY, "benchmarks/run_all.py", "--demo-child"], "limit_s": 900},
     }
     if gpu_available():
@@ -164,6 +165,16 @@ def section_csv(d: dict) -> list[str]:
             *table(["file", "reader", "seconds", "records", "malformed", "time vs the pipeline's"], rows)]
 
 
+def section_image_cv(d: dict) -> list[str]:
+    rows = [[name, ", ".join(f"`{k}={json.dumps(v)}`" for k, v in r["overrides"].items()) or "the reference design's CNN",
+             f"{r['mean']:.4f}", f"{r['std']:.4f}", " ".join(f"{a:.4f}" for a in r["fold_accuracy"])]
+            for name, r in sorted(d["variants"].items(), key=lambda kv: -kv[1]["mean"])]
+    return ["## Image model choice: k-fold cross-validation on train + val", "",
+            f"`python benchmarks/image_cv.py`: {d['folds']} folds over the {d['rows']:,} train + val digits (the test split "
+            "is not read); each variant trains once per fold, keeping its best held-out epoch.", "",
+            *table(["variant", "overrides (over channels [32, 64, 64], dense 64)", "mean accuracy", "spread", "folds"], rows)]
+
+
 def section_demo(d: dict) -> list[str]:
     rows = [[task, t["seconds"], t["metrics"]] for task, t in d["tasks"].items()]
     return ["## `pipeline demo`", "", f"`{d['command']}` in a fresh folder: **{d['wall_s']:.0f} s** wall (its own summary: "
@@ -189,7 +200,7 @@ def render(status: dict[str, str]) -> str:
                 ("data_stages", section_data_stages),
                 ("data_stages_gpu_machine", lambda d: section_data_stages(d, "Data stages on the GPU machine's 16 cores")),
                 ("serve_load", section_serve), ("tune_asha_vs_grid", section_tune),
-                ("csv_reader", section_csv), ("demo", section_demo)]
+                ("csv_reader", section_csv), ("image_cv", section_image_cv), ("demo", section_demo)]
     for name, make in sections:
         data = load(name)
         if data is None:

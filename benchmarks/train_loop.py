@@ -54,6 +54,7 @@ def bench_config(args, cpus_per_worker: int | None = None):
         "train.num_workers": args.workers, "train.use_gpu": args.use_gpu, "train.amp": args.amp,
         "train.compile": args.compile, "train.cpus_per_worker": cpus_per_worker or args.cpus_per_worker,
         "train.schedule.name": "constant",
+        "model.channels": [32, 64, 64], "model.dense": 64,  # the widths of every recorded result (and the issue's)
         "data.options.shape": SHAPE, "data.options.classes": CLASSES,
     })
 

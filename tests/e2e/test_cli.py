@@ -10,8 +10,8 @@ from tests.conftest import run_cli
 def test_run_image_reaches_the_target_accuracy(image_run):
     metrics = image_run["metrics"]
     print("image test accuracy", metrics["test"]["accuracy"], "macro-F1", metrics["test"]["macro_f1"])
-    assert metrics["test"]["accuracy"] >= 0.98
-    assert metrics["test"]["macro_f1"] >= 0.98
+    assert metrics["test"]["accuracy"] >= 0.99  # issue 13's target (0.9926 with seed 42; 0.9888 before the wider CNN)
+    assert metrics["test"]["macro_f1"] >= 0.99
     assert (image_run["output"] / "confusion_matrix.png").stat().st_size > 1000
     assert "epoch 1/30" in image_run["stdout"]  # per-epoch progress reaches the user
 
