@@ -22,7 +22,7 @@ demo: install
 	$(VENV)/bin/pipeline demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25  # the slowest tests, to keep CI time in view
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit
