@@ -35,7 +35,10 @@ class TfidfLinear(nn.Module):
     def tfidf(self, bag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, values), both (rows, bag length): each distinct id once with its TF-IDF value, the rest 0."""
         ids, first = distinct_ids(bag, self.id_limit)
-        run = (first | (ids == 0)).long().cumsum(1) - 1  # each position's run of equal ids
+        # Sorted ids sit in runs of equal values; a run starts where `first` marks a new id, and every zero
+        # (padding, ids past the limit: sorted first, unmarked by `first`) starts one of its own, so no run
+        # index is -1. A run's length is the id's count in the text; its value is kept at `first` only.
+        run = (first | (ids == 0)).long().cumsum(1) - 1
         counts = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device).scatter_add_(1, run, torch.ones_like(ids, dtype=torch.float32))
         values = (1 + counts.gather(1, run).log()) * self.idf[ids]
         values = torch.where(first, values, torch.zeros_like(values))

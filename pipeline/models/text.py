@@ -90,5 +90,3 @@ class NBNgram(nn.Module):
         present = self.dropout(first.to(self.weight.dtype)).unsqueeze(-1)
         return (present * self.ratios[ids] * self.weight[ids]).sum(1) + self.bias
 
-
-ARCHITECTURES = {"bilstm_attention": BiLSTMAttention, "mean_embedding": MeanEmbedding, "nb_ngram": NBNgram}
