@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from pipeline.tasks import get_task, load_config  # noqa: E402
+from pipeline.train.loop import make_optimizer  # noqa: E402
 from pipeline.train.schedules import lr_factor  # noqa: E402
 
 REFERENCE = {"model.channels": [32, 64, 64], "model.dense": 64, "train.label_smoothing": 0.0}
@@ -61,7 +62,7 @@ def fit_fold(cfg, preprocessor, x_train, y_train, x_held, y_held, seed: int) -> 
     task, tc = get_task("image"), cfg.train
     torch.manual_seed(seed)
     model = task.build_model(cfg, preprocessor)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(model.parameters(), tc)
     batch = tc.batch_size * cfg.train.num_workers  # the pipeline's global batch (per-worker batch x workers)
     best, stale = -1.0, 0
     for epoch in range(tc.epochs):
