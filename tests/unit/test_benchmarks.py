@@ -22,3 +22,19 @@ def test_data_stages_pandas_engine_runs_on_a_small_generated_adult_csv(tmp_path)
     assert cfg.data.source == str(csv) and cfg.data.options.column_names[-1] == "income"
     assert data_stages.run_pandas(str(csv), str(tmp_path)) == 3000  # every row read, kept or quarantined
     assert (tmp_path / "quarantine.parquet").exists()
+
+
+def test_image_cv_variants_are_valid_configs_and_a_fold_trains():
+    import torch
+
+    from pipeline.tasks import load_config
+    from pipeline.tasks.image import ImagePreprocessor
+
+    image_cv = load("image_cv")
+    configs = [load_config("image", overrides={**image_cv.REFERENCE, **o, "train.epochs": 2}) for o in image_cv.VARIANTS.values()]
+    assert {tuple(c.model.channels) for c in configs} == {(32, 64, 64), (64, 128, 128)}
+    preprocessor = ImagePreprocessor([8, 8], [str(i) for i in range(10)], 16.0, 0.0, 1.0)
+    torch.manual_seed(0)
+    x, y = torch.randn(80, 1, 8, 8), torch.randint(0, 10, (80,))
+    for cfg in (configs[0], configs[-1]):  # the reference, and the augmented variant
+        assert 0.0 <= image_cv.fit_fold(cfg, preprocessor, x[:64], y[:64], x[64:], y[64:], seed=0) <= 1.0
