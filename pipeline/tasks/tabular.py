@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from pipeline.config import PipelineConfig, Section, problem
 from pipeline.data.features import TableFeatures
@@ -36,10 +36,20 @@ class TableFeatureSettings(Section):
     min_frequency: PositiveInt  # rarer categories go to the unknown bucket
 
 
+class PeriodicSettings(Section):
+    """Periodic embeddings of the numeric features (pipeline/models/mlp.py); the default here (off) is what
+    models saved before the option existed were trained with."""
+
+    frequencies: NonNegativeInt = 0  # per numeric feature: cos and sin at this many trained frequencies; 0: off
+    sigma: PositiveFloat = 1.0  # spread of the initial frequencies, in standard deviations of the feature
+    dim: PositiveInt = 16  # width of each numeric feature's embedding
+
+
 class MLPSettings(Section):
     arch: Literal["mlp", "hist_gradient_boosting"] = "mlp"  # hist_gradient_boosting: the baseline, fitted not trained
     hidden: list[PositiveInt]  # widths of the hidden layers (ReLU)
     dropout: NonNegativeFloat  # after each hidden layer
+    periodic: PeriodicSettings = PeriodicSettings()
 
 
 class TabularConfig(PipelineConfig):
@@ -157,7 +167,9 @@ class TabularTask(ClassificationTask):
     def build_model(self, cfg, preprocessor):
         if cfg.model.arch == "hist_gradient_boosting":
             return SklearnClassifier(len(preprocessor.labels.classes))
-        return MLP(preprocessor.width(), len(preprocessor.labels.classes), cfg.model.hidden, cfg.model.dropout)
+        m, p = cfg.model, cfg.model.periodic
+        return MLP(preprocessor.width(), len(preprocessor.labels.classes), m.hidden, m.dropout,
+                   numeric=len(preprocessor.numeric), frequencies=p.frequencies, sigma=p.sigma, dim=p.dim)
 
     def fit_baseline(self, cfg, preprocessor, features):
         """Histogram gradient boosting with scikit-learn's defaults (its early stopping holds out 10% of

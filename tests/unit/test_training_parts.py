@@ -172,3 +172,42 @@ def test_tensorboard_events_hold_each_epoch_the_final_metrics_and_the_confusion_
     assert scalars["test_final/accuracy"] == [(3, 0.75)] and "test_final/rows" not in scalars  # ints are counts, not metrics
     assert "base_lr" not in scalars and "stopped_early" not in scalars and "epoch" not in scalars
     assert images == {"test_final/confusion_matrix"}
+
+
+def test_periodic_embeddings_feed_the_mlp_numeric_columns_only_and_train_their_frequencies():
+    from pipeline.models.mlp import MLP, PeriodicEmbedding
+
+    torch.manual_seed(0)
+    embed = PeriodicEmbedding(n_features=3, frequencies=4, sigma=2.0, dim=5)
+    x = torch.randn(7, 3)
+    assert embed(x).shape == (7, 3 * 5) and (embed(x) >= 0).all()  # ReLU outputs, one block per feature
+    changed = x.clone()
+    changed[:, 1] += 1.0
+    blocks = (embed(changed) - embed(x)).abs().view(7, 3, 5).sum(-1)
+    assert blocks[:, 0].max() == 0 and blocks[:, 2].max() == 0 and blocks[:, 1].max() > 0  # each feature its own block
+
+    model = MLP(in_features=10, n_outputs=2, hidden=[8], dropout=0.0, numeric=3, frequencies=4, sigma=2.0, dim=5)
+    assert model.net[0].in_features == 3 * 5 + 7  # embedded numeric columns, then the one-hot columns as they are
+    out = model(torch.randn(6, 10))
+    out.sum().backward()
+    assert out.shape == (6, 2) and model.embed.frequencies.grad.abs().sum() > 0  # the frequencies are trained
+
+    plain = MLP(10, 2, [8], 0.0, numeric=3, frequencies=0)  # off: the reference MLP, loading its saved weights
+    assert plain.embed is None and set(plain.state_dict()) == set(MLP(10, 2, [8], 0.0).state_dict())
+
+
+def test_tabular_mlp_embeds_the_preprocessors_numeric_columns():
+    import pandas as pd
+
+    from pipeline.data.features import TableFeatures
+    from pipeline.tasks import get_task, load_config
+
+    frame = pd.DataFrame({"age": [30, 40, 50, 60], "hours": [10.0, 20.0, 30.0, 40.0], "job": ["a", "b", "a", "c"],
+                          "label": ["x", "y", "x", "y"]})
+    features = TableFeatures(["age", "hours"], ["job"], "label", [], "onehot", 1, {})
+    features.fit_from_partials([features.partial(frame)])
+    cfg = load_config("tabular", overrides={"data.source": "t.csv", "model.periodic.frequencies": 4, "model.periodic.dim": 3})
+    model = get_task("tabular").build_model(cfg, features)
+    assert model.numeric == 2 and model.net[0].in_features == 2 * 3 + (features.width() - 2)
+    logits = model(torch.from_numpy(features.transform(frame)["x"]))
+    assert logits.shape == (4, 2) and torch.isfinite(logits).all()
