@@ -63,7 +63,7 @@ def fit_fold(cfg, preprocessor, x_train, y_train, x_held, y_held, seed: int) -> 
     torch.manual_seed(seed)
     model = task.build_model(cfg, preprocessor)
     optimizer = make_optimizer(model.parameters(), tc)
-    batch = tc.batch_size * cfg.train.num_workers  # the pipeline's global batch (per-worker batch x workers)
+    batch = tc.batch_size * tc.num_workers  # the pipeline's global batch (per-worker batch x workers)
     best, stale = -1.0, 0
     for epoch in range(tc.epochs):
         for group in optimizer.param_groups:

@@ -37,7 +37,7 @@ class MLP(nn.Module):
         super().__init__()
         self.numeric = numeric if frequencies else 0
         self.embed = PeriodicEmbedding(numeric, frequencies, sigma, dim) if self.numeric else None
-        width = in_features + (self.numeric * (dim - 1))
+        width = in_features - self.numeric + self.numeric * dim  # each numeric column becomes `dim` wide
         layers: list[nn.Module] = []
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
