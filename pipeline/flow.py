@@ -217,7 +217,7 @@ def run_metrics(task: Task, run_id: str, summary: dict, prepared: PreparedData, 
         "data": {k: prepared.report[k] for k in data_keys},
         "baselines": merged_baselines(baselines, summary.get("baselines", {})),
         "served_model": served, "train": train, **extra,
-        "wall_seconds": round(time.perf_counter() - started, 1), "output_dir": output_dir,
+        "wall_seconds": round(time.perf_counter() - started - (timings.away_seconds if timings else 0.0), 1), "output_dir": output_dir,
         **({"timings": timings.as_dict()} if timings else {}),
     }
 
@@ -234,6 +234,30 @@ def register(task: Task, run_id: str, model_dir: str, metrics: dict, registry: R
     return uri
 
 
+@dataclass
+class RunPlan:
+    """A run prepared up to training: its data stages done, its splits featurised and its trained candidates
+    planned (`planned`, for `fit_candidates`). `finish_run` evaluates, selects and registers."""
+
+    task: Task
+    cfg: PipelineConfig
+    run_id: str
+    output_dir: str
+    registry: Registry
+    promote: bool
+    log: Log
+    timings: Timings
+    started: float
+    prepared: PreparedData
+    cache: SplitCache
+    candidates: dict[str, PipelineConfig]
+    train_dirs: dict[str, str]
+    labels: dict[str, str]
+    model_dirs: dict[str, str]
+    planned: list  # of trainer.Candidate, in `candidates` order
+    mlflow_uri: str | None = None
+
+
 def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
                  run_id: str | None = None, log: Log = print, timings: Timings | None = None,
                  mlflow_uri: str | None = None) -> dict[str, Any]:
@@ -245,9 +269,21 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     timing summary (`timings`: pass the caller's to count what it did before, e.g. Ray's start-up). With
     `mlflow_uri` the run is logged to MLflow too (`pipeline.tracking`), and a promotion mirrored there.
     """
-    from pipeline.plots import learning_curves_png
+    from pipeline.train.trainer import fit_candidates
+
+    plan = plan_run(cfg, output_dir, registry, promote, run_id, log, timings, mlflow_uri)
+    fitted = fit_candidates(plan.planned, storage.join(plan.output_dir, "checkpoints"), plan.run_id) if plan.planned else None
+    for phase, seconds in (fitted.phases if fitted else {}).items():
+        plan.timings.add(phase, seconds)
+    return finish_run(plan, fitted.outcomes if fitted else {})
+
+
+def plan_run(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
+             run_id: str | None = None, log: Log = print, timings: Timings | None = None,
+             mlflow_uri: str | None = None) -> RunPlan:
+    """`run_pipeline` up to training: data stages, features, and the trained candidates to fit."""
     from pipeline.runtime import resources_note
-    from pipeline.train.trainer import Candidate, fit_candidates
+    from pipeline.train.trainer import Candidate
 
     started = time.perf_counter()
     timings = timings or Timings()
@@ -282,10 +318,18 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             log(f"[{labels[name]}] warning: {note}")
         train_rows = counts["train"] if splits is prepared.splits else splits["train"].count()
         planned.append(Candidate(name, ccfg, features, preprocessor.state(), train_rows, labels[name], model_dirs[name]))
-    fitted = fit_candidates(planned, storage.join(output_dir, "checkpoints"), run_id) if planned else None
-    for phase, seconds in (fitted.phases if fitted else {}).items():
-        timings.add(phase, seconds)
+    return RunPlan(task, cfg, run_id, output_dir, registry, promote, log, timings, started, prepared, cache, candidates,
+                   train_dirs, labels, model_dirs, planned, mlflow_uri)
 
+
+def finish_run(plan: RunPlan, outcomes: dict) -> dict[str, Any]:
+    """`run_pipeline` after training: evaluation of every candidate (`outcomes`: the trained ones'
+    `TrainOutcome` by candidate name), baselines, selection, registration and the timing summary."""
+    from pipeline.plots import learning_curves_png
+
+    task, cfg, run_id, output_dir, log, timings = plan.task, plan.cfg, plan.run_id, plan.output_dir, plan.log, plan.timings
+    candidates, train_dirs, labels, model_dirs, cache = plan.candidates, plan.train_dirs, plan.labels, plan.model_dirs, plan.cache
+    several = len(candidates) > 1
     results: dict[str, dict[str, Any]] = {}
     for name, ccfg in candidates.items():
         tc, train_dir = ccfg.train, train_dirs[name]
@@ -293,7 +337,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             results[name] = fit_and_evaluate_baseline(task, ccfg, cache, train_dir, labels[name], log)
             track(results[name], train_dir, timings)
             continue
-        outcome = fitted.outcomes[name]
+        outcome = outcomes[name]
         with timings.measure("registration"):  # the learning curves
             learning_curves_png(outcome.history, storage.join(train_dir, "learning_curves.png"), tc.metric, f"{labels[name]}: {run_id}")
         log(f"[{labels[name]}] best checkpoint: epoch {outcome.best_metrics.get('epoch')} with "
@@ -322,8 +366,9 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
             if storage.exists(storage.join(chosen["train_dir"], png)):
                 storage.copy_file(storage.join(chosen["train_dir"], png), storage.join(output_dir, png))
     extra = {"candidates": candidate_table(task, candidates, results)} if several else {}
-    metrics = run_metrics(task, run_id, task.summarize(results, served), prepared, baseline_metrics(task, candidates, results),
-                          served, chosen["train"], started, output_dir, timings, **extra)
+    metrics = run_metrics(task, run_id, task.summarize(results, served), plan.prepared, baseline_metrics(task, candidates, results),
+                          served, chosen["train"], plan.started, output_dir, timings, **extra)
+    mlflow_uri = plan.mlflow_uri
     if mlflow_uri:
         from pipeline.tracking import log_mlflow_run
 
@@ -332,8 +377,8 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
         log(f"[{task.name}] MLflow: run {metrics['mlflow']['run_id']} at {metrics['mlflow']['tracking_uri']}, "
             f"model {metrics['mlflow']['registered_model']} version {metrics['mlflow']['version']}")
     with timings.measure("registration"):
-        register(task, run_id, model_dir, metrics, registry, promote, log)
-        if mlflow_uri and promote:
+        register(task, run_id, model_dir, metrics, plan.registry, plan.promote, log)
+        if mlflow_uri and plan.promote:
             from pipeline.tracking import mirror_production
 
             mirror_production(mlflow_uri, task.name, run_id)

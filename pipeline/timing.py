@@ -15,11 +15,20 @@ PHASES = ("ray_start", "ingest", "clean", "split", "features", "train_startup", 
 
 
 class Timings:
-    """Seconds per phase (a phase recorded twice, e.g. once per model candidate, adds up)."""
+    """Seconds per phase (a phase recorded twice, e.g. once per model candidate, adds up). Wall time spent
+    on other runs' work (`away`: the demo interleaves its tasks) is not this run's."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self.started = time.perf_counter()
+        self.away_seconds = 0.0
+
+    def away(self, seconds: float) -> None:
+        self.away_seconds += max(0.0, seconds)
+
+    def elapsed(self) -> float:
+        """This run's wall time so far: since it started, less the time spent away."""
+        return time.perf_counter() - self.started - self.away_seconds
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + max(0.0, seconds)
@@ -34,7 +43,7 @@ class Timings:
 
     def as_dict(self, total: float | None = None) -> dict[str, float]:
         """Rounded seconds per phase in summary order, `other` (the rest of `total`) and `total`."""
-        total = time.perf_counter() - self.started if total is None else total
+        total = self.elapsed() if total is None else total
         ordered = [p for p in PHASES if p in self.seconds] + [p for p in self.seconds if p not in PHASES]
         out = {p: round(self.seconds[p], 2) for p in ordered}
         out["other"] = round(max(0.0, total - sum(self.seconds.values())), 2)

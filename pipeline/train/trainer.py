@@ -34,6 +34,8 @@ class TrainOutcome:
     history: list[dict[str, Any]]  # one entry per epoch, across restarts
     resumed_from: list[int]  # epochs after which training resumed from a checkpoint
     worker_nodes: list[list[str]]  # per (re)start of the worker group: the Ray node id of each rank
+    started_at: float | None = None  # wall clock: its loop's (last) start in this fit, and its last report
+    ended_at: float | None = None
 
 
 @dataclass
@@ -215,8 +217,9 @@ def fit_group(candidates: list[Candidate], storage_path: str, name: str) -> Grou
         history = storage.read_json(storage.join(candidate.model_dir, HISTORY_FILE))
         histories.append(history)
         best = [e for e in history["epochs"] if e.get("epoch") == history.get("best_epoch")]
+        starts = [t for t in history.get("loop_started_at", []) if t >= fit_started]
         outcomes[candidate.name] = TrainOutcome(best[-1] if best else {}, history["epochs"], history["resumed_from"],
-                                                history.get("worker_nodes", []))
+                                                history.get("worker_nodes", []), min(starts, default=None), history.get("reported_at"))
     return GroupFit(outcomes, train_phases(fit_started, histories[0].get("loop_started_at", []), histories[-1].get("reported_at"), fit_ended))
 
 
@@ -230,3 +233,11 @@ def train_phases(fit_started: float, loop_started_at: list[float], reported_at: 
     first = min(starts[0], fit_ended)
     last = min(max(reported_at, first), fit_ended)
     return {"train_startup": first - fit_started, "training": last - first, "train_shutdown": fit_ended - last}
+
+
+def training_span(outcomes: list[TrainOutcome]) -> float:
+    """Seconds from the first of these candidates' loop start to the last one's last report: their share
+    of a training run that trained others too (the demo trains every task's candidates in one)."""
+    starts = [o.started_at for o in outcomes if o.started_at is not None]
+    ends = [o.ended_at for o in outcomes if o.ended_at is not None]
+    return max(0.0, max(ends) - min(starts)) if starts and ends else 0.0

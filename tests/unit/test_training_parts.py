@@ -7,7 +7,7 @@ import torch
 from pipeline.models import unwrap
 from pipeline.timing import Stopwatch, Timings
 from pipeline.train.loop import ShardData, amp_dtype, take_rows, uses_conv2d
-from pipeline.train.trainer import equal_split_ranges, train_phases
+from pipeline.train.trainer import TrainOutcome, equal_split_ranges, train_phases, training_span
 
 
 def test_amp_prefers_bf16_and_fp16_only_when_asked_or_unsupported():
@@ -71,6 +71,24 @@ def test_fit_time_splits_at_the_first_worker_start_and_the_last_report():
     # a resumed run's history holds the earlier run's start: this fit's own start counts
     assert train_phases(100.0, [50.0, 103.0], 110.0, 111.0) == {"train_startup": 3.0, "training": 7.0, "train_shutdown": 1.0}
     assert train_phases(100.0, [], None, 104.0) == {"training": 4.0}
+
+
+def test_a_tasks_share_of_a_shared_training_run_spans_its_candidates():
+    def outcome(start, end):
+        return TrainOutcome({}, [], [], [], start, end)
+
+    assert training_span([outcome(105.0, 130.0), outcome(130.5, 150.0)]) == 45.0
+    assert training_span([outcome(None, None)]) == 0.0  # an older checkpoint's history: no times
+
+
+def test_time_spent_away_on_other_runs_is_not_a_runs_own():
+    timings = Timings()
+    timings.started -= 10.0  # started 10 s ago
+    timings.add("training", 3.0)
+    timings.away(6.0)
+    assert timings.elapsed() == pytest.approx(4.0, abs=0.5)
+    table = timings.as_dict()
+    assert table["total"] == pytest.approx(4.0, abs=0.5) and table["other"] == pytest.approx(1.0, abs=0.5)
 
 
 def test_timings_add_up_to_the_total_with_other_for_the_rest():
