@@ -27,6 +27,7 @@ def run_demo(args) -> int:
     registry = Registry(args.registry)
     output = storage.resolve(args.output)  # Ray Train takes absolute paths or URIs only
     init_ray(args.address, verbose=args.verbose)
+    ray_start = time.perf_counter() - started
     require_shared_storage({"--output": args.output, "--registry": registry.root}, args.shared_storage)
     plans, planned_at = [], []
     for name in tasks:
@@ -50,8 +51,10 @@ def run_demo(args) -> int:
         shown = {k: v for k, v in metrics["test"].items() if isinstance(v, float)}
         summary.append((plan, metrics["run_id"], shown, plan.timings.elapsed()))
 
+    http_started = time.perf_counter()
     if not args.no_serve:
         check_http(registry, tasks, args.port or free_port())
+    http_check = time.perf_counter() - http_started
 
     print("\ndemo summary")
     for plan, run_id, shown, seconds in summary:
@@ -61,6 +64,8 @@ def run_demo(args) -> int:
         print(f"  shared training run: worker start-up {phases.get('train_startup', 0):.0f}s, training "
               f"{phases.get('training', 0):.0f}s, shutdown {phases.get('train_shutdown', 0):.0f}s (each task's own "
               "training time is in its line)")
+    print(f"  ray start: {ray_start:.0f}s" + ("" if args.no_serve else f", HTTP check (Serve start, one request per task, "
+                                                                      f"shutdown): {http_check:.0f}s"))
     print(f"  registry: {registry.root}")
     print(f"  total wall time: {time.perf_counter() - started:.0f}s")
     return 0
