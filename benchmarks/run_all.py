@@ -191,7 +191,7 @@ def section_demo(d: dict) -> list[str]:
                     f"per task, shutdown) {d['http_check_s']:.0f} s.")
     return ["## `pipeline demo`", "", f"`{d['command']}` in a fresh folder: **{d['wall_s']:.0f} s** wall (its own summary: "
             f"{d['summary_s']:.0f} s), every task trained, evaluated, registered and queried over HTTP.", "",
-            *table(["task", "seconds", "test metrics"], rows), *([""] + note if note else [])]
+            *table(["task", "seconds", "test metrics"], rows), *note]
 
 
 def render(status: dict[str, str]) -> str:
