@@ -183,7 +183,8 @@ def fit_candidates(candidates: list[Candidate], storage_path: str, name: str) ->
     groups = [list(group) for _, group in itertools.groupby(candidates, key=settings)]  # consecutive runs alike
     fitted = GroupFit({})
     for group in groups:
-        part = fit_group(group, storage_path, name if len(groups) == 1 else f"{name}-{group[0].name}")
+        # One folder per group: a candidate name may hold "/" (the demo's are "task/candidate").
+        part = fit_group(group, storage_path, name if len(groups) == 1 else f"{name}-{group[0].name}".replace("/", "-"))
         fitted.outcomes.update(part.outcomes)
         for phase, seconds in part.phases.items():
             fitted.phases[phase] = fitted.phases.get(phase, 0.0) + seconds
