@@ -67,26 +67,42 @@ def e2e_registry(tmp_path_factory):
     return tmp_path_factory.mktemp("e2e-registry")
 
 
-def cli_run(task: str, cluster, root, registry) -> dict:
-    """`pipeline run TASK` with the default config, as a user runs it."""
-    out = root / task
-    result = run_cli(["run", task, "--output", str(out), "--registry", str(registry)], cluster)
+def run_folder(out, registry, stdout: str) -> dict:
+    return {"output": out, "registry": registry, "metrics": json.loads((out / "metrics.json").read_text()), "stdout": stdout}
+
+
+@pytest.fixture(scope="session")
+def image_run(ray_cluster, tmp_path_factory, e2e_registry):
+    """`pipeline run image` with the default config into the shared e2e registry, as a user runs one task."""
+    out = tmp_path_factory.mktemp("e2e-runs") / "image"
+    result = run_cli(["run", "image", "--output", str(out), "--registry", str(e2e_registry)], ray_cluster)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"output": out, "registry": registry, "metrics": json.loads((out / "metrics.json").read_text()),
-            "stdout": result.stdout}
+    return run_folder(out, e2e_registry, result.stdout)
 
 
-def task_run_fixture(task: str):
-    """A session fixture: `pipeline run TASK` into the shared e2e registry."""
+DEMO_TASKS = ("tabular", "text", "recommender")
 
+
+@pytest.fixture(scope="session")
+def demo_run(ray_cluster, tmp_path_factory, e2e_registry):
+    """`pipeline demo` of the other three tasks into the shared e2e registry, with their default configs:
+    their candidates train in one Ray Train run, as in a user's demo, and each task's tests read its run
+    folder (one worker-group start instead of three `pipeline run`s)."""
+    root = tmp_path_factory.mktemp("e2e-demo")
+    result = run_cli(["demo", "--tasks", *DEMO_TASKS, "--output", str(root), "--registry", str(e2e_registry)], ray_cluster,
+                     timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"root": root, "registry": e2e_registry, "stdout": result.stdout}
+
+
+def demo_task_fixture(task: str):
     @pytest.fixture(scope="session")
-    def run(ray_cluster, tmp_path_factory, e2e_registry):
-        return cli_run(task, ray_cluster, tmp_path_factory.mktemp("e2e-runs"), e2e_registry)
+    def run(demo_run):
+        return run_folder(demo_run["root"] / task, demo_run["registry"], demo_run["stdout"])
 
     return run
 
 
-image_run = task_run_fixture("image")
-tabular_run = task_run_fixture("tabular")
-text_run = task_run_fixture("text")
-recommender_run = task_run_fixture("recommender")
+tabular_run = demo_task_fixture("tabular")
+text_run = demo_task_fixture("text")
+recommender_run = demo_task_fixture("recommender")
