@@ -13,8 +13,7 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.data.clean import CleanResult, clean_dataset, null_counts, value_counts
-from pipeline.data.features import fit_partials
+from pipeline.data.clean import CleanResult, clean_dataset, null_statistic, sum_partials, value_counts
 from pipeline.data.label import VOTE_PREFIX, labeling_partial, labeling_stats
 from pipeline.data.report import format_report, write_report
 from pipeline.data.rules import infer_datetime_formats
@@ -69,17 +68,18 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     if formats != cfg.data.datetime_formats:  # decided once per column, for every block alike
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"datetime_formats": formats})})
 
-    clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None)
+    lf_names, columns = cfg.data.labeling.names, list(cfg.data.columns)
+    statistics = {"nulls": null_statistic(columns)} if columns else {}
+    if lf_names:
+        statistics["labeling"] = ([VOTE_PREFIX + n for n in lf_names], lambda b: labeling_partial(b, lf_names))
+    clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None, statistics)
     report: dict[str, Any] = {"task": task.name, "source": storage.redact(cfg.data.source), **clean.summary()}
     if formats:
         report["datetime_formats"] = formats
-    if cfg.data.columns:
-        report["nulls"] = null_counts(clean.annotated, list(cfg.data.columns))
-    lf_names = cfg.data.labeling.names
+    if columns:
+        report["nulls"] = sum_partials(clean.statistics["nulls"], columns)
     if lf_names:
-        partials = fit_partials(clean.annotated.select_columns([VOTE_PREFIX + n for n in lf_names]),
-                                lambda b: labeling_partial(b, lf_names))
-        report["labeling"] = labeling_stats(partials, lf_names)
+        report["labeling"] = labeling_stats(clean.statistics["labeling"], lf_names)
     kept = clean.kept.drop_columns([VOTE_PREFIX + n for n in lf_names]) if lf_names else clean.kept
     quarantine_path = write_quarantine(clean, storage.join(output_dir, "quarantine"))
     report["quarantine_path"] = storage.redact(quarantine_path)

@@ -78,6 +78,10 @@ def array_row_hash(array: np.ndarray) -> np.ndarray:
     return pd.util.hash_array(np.array(described, dtype=object), hash_key="0" * 16)
 
 
+# A per-block statistic: the columns it reads and a function of a pandas batch to a JSON-able dict.
+Statistic = tuple[list[str], Callable[[pd.DataFrame], dict]]
+
+
 @dataclass
 class CleanResult:
     kept: Any  # ray.data.Dataset without the reason column
@@ -87,6 +91,7 @@ class CleanResult:
     rows_quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
     annotated: Any = None  # every row with its reason (materialised), for report statistics
+    statistics: dict[str, list[dict]] = field(default_factory=dict)  # the caller's `statistics`, per block
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -97,19 +102,34 @@ class CleanResult:
         }
 
 
-def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_keys: list[str] | None = None) -> CleanResult:
+def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_keys: list[str] | None = None,
+                  statistics: dict[str, Statistic] | None = None) -> CleanResult:
     """Annotates each row with its reason (one streaming pass, materialised in the object store),
-    de-duplicates, and splits kept rows from quarantined ones."""
+    de-duplicates, and splits kept rows from quarantined ones.
+
+    `statistics`: more per-block statistics of the annotated rows (e.g. the report's null counts),
+    gathered in the same pass as the reason counts (each Ray Data execution has a fixed cost)."""
+    from pipeline.data.features import gather_partials
+
     annotated = ds.map_batches(annotate_batch, fn_args=(steps, dedup_keys), batch_format=batch_format,
                                batch_size=None).materialize()  # whole blocks: vectorised steps, fewer calls
     if dedup_keys:
         annotated = mark_duplicates(annotated)
-    reasons = value_counts(annotated, REASON_COLUMN)
+    gathered = gather_partials(annotated, {"reasons": ([REASON_COLUMN], reason_counts), **(statistics or {})})
+    reasons: dict[str, int] = {}
+    for part in gathered.pop("reasons"):
+        for reason, n in part.items():
+            reasons[reason] = reasons.get(reason, 0) + n
     rows_in = sum(reasons.values())
     rows_kept = reasons.pop("", 0)
     kept = annotated.filter(expr=f"{REASON_COLUMN} == ''").drop_columns([REASON_COLUMN])
     quarantined = annotated.filter(expr=f"{REASON_COLUMN} != ''")
-    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated)
+    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated, gathered)
+
+
+def reason_counts(batch: pd.DataFrame) -> dict[str, int]:
+    counts = batch[REASON_COLUMN].value_counts(dropna=False)
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def mark_duplicates(annotated):
@@ -154,18 +174,18 @@ def value_counts(ds, column: str) -> dict:
     return {str(k): int(v) for k, v in parts.groupby("value")["n"].sum().items()}
 
 
-def null_counts(annotated, columns: list[str]) -> dict[str, int]:
+def null_statistic(columns: list[str]) -> Statistic:
     """Missing values per column in the input ("?" and blanks included), not counting rows the reader
-    could not parse or values that failed type coercion (those have their own reasons)."""
-    from pipeline.data.features import fit_partials
-
-    if not columns:
-        return {}
+    could not parse or values that failed type coercion (those have their own reasons): a statistic
+    for `clean_dataset`, summed over blocks by `sum_partials`."""
 
     def partial(batch: pd.DataFrame) -> dict:
         reasons = batch[REASON_COLUMN].astype(str)
         parsed = reasons != "malformed_row"
         return {c: int((batch[c].isna() & parsed & (reasons != f"type:{c}")).sum()) for c in columns}
 
-    partials = fit_partials(annotated.select_columns([*columns, REASON_COLUMN]), partial)
-    return {c: sum(p[c] for p in partials) for c in columns}
+    return [*columns, REASON_COLUMN], partial
+
+
+def sum_partials(partials: list[dict], keys: list[str]) -> dict[str, int]:
+    return {k: sum(p[k] for p in partials) for k in keys}

@@ -25,6 +25,13 @@ def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas
     return [json.loads(row["partial"]) for row in rows]
 
 
+def gather_partials(ds, statistics: dict[str, tuple[list[str], Callable[[pd.DataFrame], dict]]]) -> dict[str, list[dict]]:
+    """Several per-block statistics (name -> (columns read, partial)) in one pass over `ds`."""
+    columns = list(dict.fromkeys(c for cols, _ in statistics.values() for c in cols))
+    rows = fit_partials(ds.select_columns(columns), lambda batch: {name: partial(batch) for name, (_, partial) in statistics.items()})
+    return {name: [row[name] for row in rows] for name in statistics}
+
+
 class Preprocessor(ABC):
     """Interface: fit on train, transform any split or request, round-trip through JSON.
 

@@ -90,7 +90,12 @@ def assign_leave_last_out(batch: pd.DataFrame, group: str, time: str, last_two: 
 
 
 def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
-    """Splits a Ray Dataset into {"train", "val", "test"} Ray Datasets."""
+    """Splits a Ray Dataset into {"train", "val", "test"} materialised Ray Datasets.
+
+    Each split is one pass over `ds` (materialised, or cheap to recompute, as the cleaned rows are) or
+    over its rows with their hashes, when the cut points of a stratified or leave-last-out split need
+    them first: every Ray Data execution has a fixed cost, so rows are not materialised with their
+    assignment before the three splits are."""
     method = cfg.method
     columns = set(ds.columns())
     needed = {"random": cfg.key, "stratified": cfg.key + [cfg.stratify], "grouped": [cfg.group], "temporal": [cfg.time],
@@ -119,7 +124,7 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
             return batch.drop(columns=[HASH_COLUMN])
 
     elif method == "stratified":
-        hashed = hashed.materialize()
+        hashed = hashed.materialize()  # hashed once, read by the cut points' pass and each split's
         # Only two narrow columns travel to the driver to find per-class cut points.
         keys = hashed.select_columns([cfg.stratify, HASH_COLUMN, *([HOLDOUT_COLUMN] if has_holdout else [])]).to_pandas()
         if has_holdout:
@@ -143,7 +148,6 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
             return batch.drop(columns=[HASH_COLUMN])
 
     else:  # temporal: oldest rows train, newest test
-        hashed = hashed.materialize()
         frame = hashed.select_columns([cfg.time, *([HOLDOUT_COLUMN] if has_holdout else [])]).to_pandas()
         times = (frame[~frame[HOLDOUT_COLUMN].astype(bool)] if has_holdout else frame)[cfg.time].to_numpy()
         c_train, c_val = time_cutoffs(times, ratios)
@@ -170,7 +174,7 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
             batch[SPLIT_COLUMN] = np.where(held, 2, batch[SPLIT_COLUMN].to_numpy()).astype(np.int8)
         return batch
 
-    labelled = hashed.map_batches(assign_with_holdout, batch_format="pandas").materialize()
+    labelled = hashed.map_batches(assign_with_holdout, batch_format="pandas")
     return {
         name: labelled.filter(expr=f"{SPLIT_COLUMN} == {i}").drop_columns([SPLIT_COLUMN]).materialize()
         for i, name in enumerate(SPLITS)
