@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from pipeline.data.features import Statistic, gather_partials
 from pipeline.data.split import stable_hash
 
 REASON_COLUMN = "reason"
@@ -78,10 +79,6 @@ def array_row_hash(array: np.ndarray) -> np.ndarray:
     return pd.util.hash_array(np.array(described, dtype=object), hash_key="0" * 16)
 
 
-# A per-block statistic: the columns it reads and a function of a pandas batch to a JSON-able dict.
-Statistic = tuple[list[str], Callable[[pd.DataFrame], dict]]
-
-
 @dataclass
 class CleanResult:
     kept: Any  # ray.data.Dataset without the reason column
@@ -109,8 +106,6 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
 
     `statistics`: more per-block statistics of the annotated rows (e.g. the report's null counts),
     gathered in the same pass as the reason counts (each Ray Data execution has a fixed cost)."""
-    from pipeline.data.features import gather_partials
-
     annotated = ds.map_batches(annotate_batch, fn_args=(steps, dedup_keys), batch_format=batch_format,
                                batch_size=None).materialize()  # whole blocks: vectorised steps, fewer calls
     if dedup_keys:

@@ -25,7 +25,11 @@ def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas
     return [json.loads(row["partial"]) for row in rows]
 
 
-def gather_partials(ds, statistics: dict[str, tuple[list[str], Callable[[pd.DataFrame], dict]]]) -> dict[str, list[dict]]:
+# A per-block statistic: the columns it reads and a function of a pandas batch to a JSON-able dict.
+Statistic = tuple[list[str], Callable[[pd.DataFrame], dict]]
+
+
+def gather_partials(ds, statistics: dict[str, Statistic]) -> dict[str, list[dict]]:
     """Several per-block statistics (name -> (columns read, partial)) in one pass over `ds`."""
     columns = list(dict.fromkeys(c for cols, _ in statistics.values() for c in cols))
     rows = fit_partials(ds.select_columns(columns), lambda batch: {name: partial(batch) for name, (_, partial) in statistics.items()})
