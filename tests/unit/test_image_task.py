@@ -85,3 +85,21 @@ def test_png_request_is_rescaled_to_the_training_range():
     batch = ImageTask().request_to_batch({"pixels": None, "image_png_base64": base64.b64encode(buf.getvalue()).decode()}, prep)
     assert batch["image"].shape == (1, 8, 8)
     assert np.allclose(batch["image"], 16.0)
+
+
+def test_embedded_digits_read_without_scikit_learn_match_its_loader():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from pipeline.datasets.digits import load_digits_arrays
+
+    arrays, digits = load_digits_arrays(), load_digits()
+    assert arrays["image"].dtype == np.float32 and np.array_equal(arrays["image"], digits.images)
+    assert arrays["label"].tolist() == digits.target.astype(str).tolist()
+    assert arrays["id"][0] == "digits-0000" and len(set(arrays["id"])) == len(digits.target)
+    # The image task's example request (a Serve replica's health check) needs no scikit-learn import.
+    code = ("import sys; from pipeline.tasks.image import ImageTask; ImageTask().example_request(); "
+            "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
