@@ -35,19 +35,6 @@ class InteractionFeatures(Preprocessor):
         """`catalog`: item id, title, genres ("A|B"); `history`: every (user, item) rated in any split,
         used only to keep rated items out of sampled negatives and out of recommendations."""
         u, i, r = self.user_column, self.item_column, self.rating_column
-
-        def partial(batch: pd.DataFrame) -> dict:
-            items = batch[i].astype("int64")
-            counts = items.value_counts()
-            sums = batch[r].astype("float64").groupby(items).agg(["sum", "count"])
-            return {"users": sorted(batch[u].astype("int64").unique().tolist()),
-                    "item_counts": {int(k): int(v) for k, v in counts.items()},
-                    "item_sums": {int(k): [float(a), int(b)] for k, (a, b) in sums.iterrows()},
-                    "rating_sum": float(batch[r].astype("float64").sum()), "rows": len(batch),
-                    "pairs": batch[[u, i]].astype("int64").to_numpy().tolist()}
-
-        partials = fit_partials(train_ds, partial)
-        users = sorted({x for p in partials for x in p["users"]})
         catalog = catalog.copy()
         catalog["item"] = catalog["item"].astype("int64")
         extra = sorted(set(history[i].astype("int64")) - set(catalog["item"]))
@@ -55,6 +42,28 @@ class InteractionFeatures(Preprocessor):
         catalog = catalog.drop_duplicates("item").sort_values("item")
         genre_lists = [sorted(g for g in str(gs).split("|") if g and g != "(no genres listed)" and g != "nan") for gs in catalog["genres"]]
         vocab = sorted({g for gl in genre_lists for g in gl})
+        # Each item's genres as 0/1 counts: the per-block sums of a user's rated items' genres are exact
+        # integers, so the profiles do not depend on how the training split is cut into blocks.
+        item_genres = np.zeros((len(genre_lists), len(vocab)), np.int64)
+        for row, genres in enumerate(genre_lists):
+            item_genres[row, [vocab.index(g) for g in genres]] = 1
+        genre_table = pd.DataFrame(item_genres, index=pd.Index(catalog["item"].to_numpy()))
+
+        def partial(batch: pd.DataFrame) -> dict:
+            items = batch[i].astype("int64")
+            users = batch[u].astype("int64")
+            counts = items.value_counts()
+            sums = batch[r].astype("float64").groupby(items).agg(["sum", "count"])
+            genre_sums = genre_table.reindex(items.to_numpy()).fillna(0).astype("int64").groupby(users.to_numpy()).sum()
+            return {"users": sorted(users.unique().tolist()),
+                    "item_counts": {int(k): int(v) for k, v in counts.items()},
+                    "item_sums": {int(k): [float(a), int(b)] for k, (a, b) in sums.iterrows()},
+                    "rating_sum": float(batch[r].astype("float64").sum()), "rows": len(batch),
+                    "user_genres": {int(k): v.tolist() for k, v in genre_sums.iterrows()},
+                    "user_rows": {int(k): int(v) for k, v in users.value_counts().items()}}
+
+        partials = fit_partials(train_ds, partial)
+        users = sorted({x for p in partials for x in p["users"]})
         counts: dict[int, int] = {}
         sums: dict[int, list] = {}
         for p in partials:
@@ -75,14 +84,13 @@ class InteractionFeatures(Preprocessor):
         }
         self._index()
         # Profiles: each training user's mean genre vector over the items they rated in train.
-        genres = self.genre_matrix()
         profile_sum = np.zeros((len(users) + 1, len(vocab)), np.float64)
         profile_n = np.zeros(len(users) + 1)
         for p in partials:
-            pairs = np.asarray(p["pairs"], dtype=np.int64).reshape(-1, 2)
-            uidx, iidx = self.user_index(pairs[:, 0]), self.item_index(pairs[:, 1])
-            np.add.at(profile_sum, uidx, genres[iidx])
-            np.add.at(profile_n, uidx, 1)
+            ids = [int(k) for k in p["user_genres"]]
+            if ids:
+                np.add.at(profile_sum, self.user_index(ids), np.asarray(list(p["user_genres"].values()), np.float64))
+                np.add.at(profile_n, self.user_index([int(k) for k in p["user_rows"]]), list(p["user_rows"].values()))
         self.s["user_profiles"] = np.round(profile_sum / np.maximum(profile_n, 1)[:, None], 5).tolist()
         return self
 
