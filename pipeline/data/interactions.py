@@ -44,7 +44,7 @@ class InteractionFeatures(Preprocessor):
         vocab = sorted({g for gl in genre_lists for g in gl})
         # Each item's genres as 0/1 counts: the per-block sums of a user's rated items' genres are exact
         # integers, so the profiles do not depend on how the training split is cut into blocks.
-        item_genres = np.zeros((len(genre_lists), len(vocab)), np.int64)
+        item_genres = np.zeros((len(genre_lists), len(vocab)), np.int8)  # travels with every block's task
         for row, genres in enumerate(genre_lists):
             item_genres[row, [vocab.index(g) for g in genres]] = 1
         genre_table = pd.DataFrame(item_genres, index=pd.Index(catalog["item"].to_numpy()))
@@ -55,15 +55,14 @@ class InteractionFeatures(Preprocessor):
             counts = items.value_counts()
             sums = batch[r].astype("float64").groupby(items).agg(["sum", "count"])
             genre_sums = genre_table.reindex(items.to_numpy()).fillna(0).astype("int64").groupby(users.to_numpy()).sum()
-            return {"users": sorted(users.unique().tolist()),
-                    "item_counts": {int(k): int(v) for k, v in counts.items()},
+            return {"item_counts": {int(k): int(v) for k, v in counts.items()},
                     "item_sums": {int(k): [float(a), int(b)] for k, (a, b) in sums.iterrows()},
                     "rating_sum": float(batch[r].astype("float64").sum()), "rows": len(batch),
                     "user_genres": {int(k): v.tolist() for k, v in genre_sums.iterrows()},
                     "user_rows": {int(k): int(v) for k, v in users.value_counts().items()}}
 
         partials = fit_partials(train_ds, partial)
-        users = sorted({x for p in partials for x in p["users"]})
+        users = sorted({int(k) for p in partials for k in p["user_rows"]})
         counts: dict[int, int] = {}
         sums: dict[int, list] = {}
         for p in partials:
