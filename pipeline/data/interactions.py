@@ -42,27 +42,27 @@ class InteractionFeatures(Preprocessor):
         catalog = catalog.drop_duplicates("item").sort_values("item")
         genre_lists = [sorted(g for g in str(gs).split("|") if g and g != "(no genres listed)" and g != "nan") for gs in catalog["genres"]]
         vocab = sorted({g for gl in genre_lists for g in gl})
+        item_genres = [[vocab.index(g) for g in gl] for gl in genre_lists]
         # Each item's genres as 0/1 counts: the per-block sums of a user's rated items' genres are exact
         # integers, so the profiles do not depend on how the training split is cut into blocks.
-        item_genres = np.zeros((len(genre_lists), len(vocab)), np.int8)  # travels with every block's task
-        for row, genres in enumerate(genre_lists):
-            item_genres[row, [vocab.index(g) for g in genres]] = 1
-        genre_table = pd.DataFrame(item_genres, index=pd.Index(catalog["item"].to_numpy()))
+        genre_table = pd.DataFrame(genre_indicators(item_genres, len(vocab), np.int8),  # travels with every block's task
+                                   index=pd.Index(catalog["item"].to_numpy()))
 
         def partial(batch: pd.DataFrame) -> dict:
             items = batch[i].astype("int64")
-            users = batch[u].astype("int64")
+            users = batch[u].astype("int64").to_numpy()
             counts = items.value_counts()
             sums = batch[r].astype("float64").groupby(items).agg(["sum", "count"])
-            genre_sums = genre_table.reindex(items.to_numpy()).fillna(0).astype("int64").groupby(users.to_numpy()).sum()
+            # Per user of the block: rows, then the summed genre counts of the items rated.
+            per_user = genre_table.reindex(items.to_numpy()).fillna(0).astype("int64").groupby(users).agg("sum")
+            per_user.insert(0, "rows", pd.Series(users).value_counts())
             return {"item_counts": {int(k): int(v) for k, v in counts.items()},
                     "item_sums": {int(k): [float(a), int(b)] for k, (a, b) in sums.iterrows()},
                     "rating_sum": float(batch[r].astype("float64").sum()), "rows": len(batch),
-                    "user_genres": {int(k): v.tolist() for k, v in genre_sums.iterrows()},
-                    "user_rows": {int(k): int(v) for k, v in users.value_counts().items()}}
+                    "user_genres": {int(k): v.tolist() for k, v in per_user.iterrows()}}
 
         partials = fit_partials(train_ds, partial)
-        users = sorted({int(k) for p in partials for k in p["user_rows"]})
+        users = sorted({int(k) for p in partials for k in p["user_genres"]})
         counts: dict[int, int] = {}
         sums: dict[int, list] = {}
         for p in partials:
@@ -75,7 +75,7 @@ class InteractionFeatures(Preprocessor):
         rows = sum(p["rows"] for p in partials)
         self.s = {
             "users": users, "items": catalog["item"].tolist(), "titles": catalog["title"].astype(str).tolist(),
-            "genre_vocab": vocab, "item_genres": [[vocab.index(g) for g in gl] for gl in genre_lists],
+            "genre_vocab": vocab, "item_genres": item_genres,
             "popularity": {str(k): v for k, v in counts.items()},
             "item_mean_rating": {str(k): a / b for k, (a, b) in sums.items()},
             "global_mean": sum(p["rating_sum"] for p in partials) / max(rows, 1),
@@ -86,10 +86,10 @@ class InteractionFeatures(Preprocessor):
         profile_sum = np.zeros((len(users) + 1, len(vocab)), np.float64)
         profile_n = np.zeros(len(users) + 1)
         for p in partials:
-            ids = [int(k) for k in p["user_genres"]]
-            if ids:
-                np.add.at(profile_sum, self.user_index(ids), np.asarray(list(p["user_genres"].values()), np.float64))
-                np.add.at(profile_n, self.user_index([int(k) for k in p["user_rows"]]), list(p["user_rows"].values()))
+            at = self.user_index([int(k) for k in p["user_genres"]])
+            rows_and_genres = np.asarray(list(p["user_genres"].values()), np.float64).reshape(len(at), len(vocab) + 1)
+            np.add.at(profile_n, at, rows_and_genres[:, 0])
+            np.add.at(profile_sum, at, rows_and_genres[:, 1:])
         self.s["user_profiles"] = np.round(profile_sum / np.maximum(profile_n, 1)[:, None], 5).tolist()
         return self
 
@@ -114,10 +114,9 @@ class InteractionFeatures(Preprocessor):
         return self.items.get_indexer(pd.Index(np.asarray(ids, dtype=np.int64))) + 1
 
     def genre_matrix(self) -> np.ndarray:
-        out = np.zeros((self.n_items + 1, len(self.s["genre_vocab"])), np.float32)
-        for row, genres in enumerate(self.s["item_genres"], start=1):
-            out[row, genres] = 1.0
-        return out
+        """Item index -> 0/1 genres; row 0, the unknown item, has none."""
+        width = len(self.s["genre_vocab"])
+        return np.vstack([np.zeros((1, width), np.float32), genre_indicators(self.s["item_genres"], width, np.float32)])
 
     def popularity_scores(self) -> np.ndarray:
         """Training-split rating counts per item index (index 0, the unknown item, scores 0)."""
@@ -186,3 +185,11 @@ class InteractionFeatures(Preprocessor):
     def from_state(cls, state):
         keys = ("user_column", "item_column", "rating_column", "n_negatives", "eval_negatives", "seed")
         return cls(**{k: state[k] for k in keys}, state={k: v for k, v in state.items() if k not in keys + ("kind",)})
+
+
+def genre_indicators(item_genres: list[list[int]], width: int, dtype) -> np.ndarray:
+    """One row per item, 1 in the columns of its genres (`item_genres`: genre indices per item)."""
+    out = np.zeros((len(item_genres), width), dtype)
+    for row, genres in enumerate(item_genres):
+        out[row, genres] = 1
+    return out
