@@ -86,8 +86,7 @@ def bare_loop(args, data) -> dict:
     model = model.to(device)
     if args.compile:
         model = torch.compile(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                 **({"fused": True} if device.type == "cuda" else {}))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True)  # as the pipeline's
     precision = amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and precision == torch.float16)
     fmt = torch.channels_last if channels_last else torch.contiguous_format

@@ -30,9 +30,11 @@ from pipeline.storage import json_bytes, write_json
 from pipeline.train.schedules import lr_factor
 
 
-def make_optimizer(params, tc: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """`fused` (parameters on a GPU): one kernel per step for all parameters instead of several per tensor."""
-    extra = {"fused": True} if fused else {}
+def make_optimizer(params, tc: TrainConfig) -> torch.optim.Optimizer:
+    """Fused (on CPUs and GPUs alike): one kernel per step for all parameters instead of several per tensor.
+    On a CPU it is what makes large embedding tables cheap to update: AdamW over the text models' 1.2M
+    embedding weights took 14-22 ms a step with the per-tensor (foreach) kernels, 2.5 ms fused."""
+    extra = {"fused": True}
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=tc.momentum > 0, **extra)
     if tc.optimizer == "adamw":
@@ -351,7 +353,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     model = session.prepare_model(model)
     if tc.compile:  # after the DDP wrap, as PyTorch recommends; checkpoints save the plain module
         model = torch.compile(model)
-    optimizer = make_optimizer(model.parameters(), tc, fused=device.type == "cuda")
+    optimizer = make_optimizer(model.parameters(), tc)
 
     # best/stale drive early stopping (with min_delta); ranked: the epochs a session keeps models of
     # (`rank_epoch`); done: the last epoch ran or it stopped early.

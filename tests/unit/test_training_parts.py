@@ -1,12 +1,14 @@
 """The training loop's parts that need no Ray: precision choice, device-side data, phase timing."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
 from pipeline.models import unwrap
 from pipeline.timing import Stopwatch, Timings
-from pipeline.train.loop import ShardData, amp_dtype, take_rows, uses_conv2d
+from pipeline.train.loop import ShardData, amp_dtype, make_optimizer, take_rows, uses_conv2d
 from pipeline.train.trainer import TrainOutcome, equal_split_ranges, train_phases, training_span
 
 
@@ -14,6 +16,31 @@ def test_amp_prefers_bf16_and_fp16_only_when_asked_or_unsupported():
     cpu = torch.device("cpu")
     assert amp_dtype(cpu) == torch.bfloat16 and amp_dtype(cpu, "bf16") == torch.bfloat16
     assert amp_dtype(cpu, "fp16") == torch.float16
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_every_optimizer_is_fused_and_steps_on_the_cpu_like_the_per_tensor_one(optimizer):
+    from pipeline.tasks import load_config
+
+    tc = load_config("tabular", overrides={"train.optimizer": optimizer, "train.weight_decay": 0.01}).train
+    torch.manual_seed(0)
+    fused_model = torch.nn.Sequential(torch.nn.Embedding(50, 4), torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    plain_model = torch.nn.Sequential(torch.nn.Embedding(50, 4), torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    plain_model.load_state_dict(fused_model.state_dict())
+    initial = [p.detach().clone() for p in fused_model.parameters()]
+    fused = make_optimizer(fused_model.parameters(), tc)
+    assert fused.defaults["fused"] is True
+    accepted = inspect.signature(type(fused)).parameters  # the same settings, per-tensor kernels
+    plain = type(fused)(plain_model.parameters(), **{k: v for k, v in fused.defaults.items() if k in accepted} | {"fused": None})
+    for _ in range(5):
+        x, y = torch.randint(0, 50, (8, 3)), torch.randint(0, 2, (8,))
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b, before in zip(fused_model.parameters(), plain_model.parameters(), initial):
+        assert not torch.equal(a, before)  # it trained
+        assert torch.allclose(a, b, atol=1e-5)  # the same updates up to rounding
 
 
 def test_equal_split_ranges_give_every_rank_the_same_rows_and_leave_out_fewer_than_world():
