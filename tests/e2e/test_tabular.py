@@ -10,7 +10,7 @@ from tests.conftest import run_cli
 def test_run_tabular_reaches_the_target_accuracy(tabular_run):
     metrics = tabular_run["metrics"]
     print("tabular test accuracy", metrics["test"]["accuracy"], "macro-F1", metrics["test"]["macro_f1"])
-    assert metrics["test"]["accuracy"] >= 0.86  # issue 13's target (seed 42: the MLP 0.8738, gradient boosting 0.8732)
+    assert metrics["test"]["accuracy"] >= 0.86  # issue 13's target (seed 42: the MLP 0.8723, gradient boosting 0.8732)
     assert metrics["test"]["rows"] == 16281  # every row of adult.test, evaluated as it is
     assert metrics["data"]["rows_in"] == 48842 == metrics["data"]["rows_kept"] + metrics["data"]["rows_quarantined"]
     out = tabular_run["output"]
