@@ -54,8 +54,9 @@ class InteractionFeatures(Preprocessor):
             counts = items.value_counts()
             sums = batch[r].astype("float64").groupby(items).agg(["sum", "count"])
             # Per user of the block: rows, then the summed genre counts of the items rated.
-            per_user = genre_table.reindex(items.to_numpy()).fillna(0).astype("int64").groupby(users).agg("sum")
-            per_user.insert(0, "rows", pd.Series(users).value_counts())
+            by_user = genre_table.reindex(items.to_numpy()).fillna(0).astype("int64").groupby(users)
+            per_user = by_user.sum()
+            per_user.insert(0, "rows", by_user.size())
             return {"item_counts": {int(k): int(v) for k, v in counts.items()},
                     "item_sums": {int(k): [float(a), int(b)] for k, (a, b) in sums.iterrows()},
                     "rating_sum": float(batch[r].astype("float64").sum()), "rows": len(batch),
