@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import storage
+from pipeline.data.local import local_batches, rebatched
 from pipeline.predictor import ScoreBatch, load_model_preprocessor
 
 SPLIT_COLUMN = "_eval_split"
@@ -22,17 +23,20 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_proce
     `model_dir` and `output_dir` are storage URIs: the scoring actors load the model from there, on any node."""
     from ray.data import ActorPoolStrategy
 
-    def tagged(name: str):
-        def tag(batch):
-            batch[SPLIT_COLUMN] = np.full(len(batch[next(iter(batch))]), name)
-            return batch
-        return splits[name].map_batches(tag, batch_format=task.batch_format)
+    def tag(batch, name: str):
+        batch[SPLIT_COLUMN] = np.full(len(batch[next(iter(batch))]), name)
+        return batch
 
-    both = tagged("val").union(tagged("test"))
+    both = splits["val"].map_batches(tag, fn_args=("val",), batch_format=task.batch_format).union(
+        splits["test"].map_batches(tag, fn_args=("test",), batch_format=task.batch_format))
     if splits["val"].count() + splits["test"].count() <= in_process_rows:
         score = TaggedScore(model_dir)
-        rows = pd.concat([pd.DataFrame(score(batch)) for batch in
-                          both.iter_batches(batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format)], ignore_index=True)
+        local = [local_batches(splits[name], task.batch_format) for name in ("val", "test")]
+        if all(part is not None for part in local):  # the blocks as they are: no Ray Data execution
+            batches = rebatched([tag(batch, name) for name, part in zip(("val", "test"), local) for batch in part], SCORE_BATCH_ROWS)
+        else:
+            batches = both.iter_batches(batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format)
+        rows = pd.concat([pd.DataFrame(score(batch)) for batch in batches], ignore_index=True)
     else:
         rows = both.map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
                                 batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format).to_pandas()

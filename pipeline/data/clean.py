@@ -158,12 +158,17 @@ def mark_duplicates(annotated):
 
 def value_counts(ds, column: str) -> dict:
     """Counts of each value of `column`, computed per block and summed in the driver."""
+    from pipeline.data.local import local_batches
 
     def count(batch: pd.DataFrame) -> pd.DataFrame:
         counts = batch[column].value_counts(dropna=False)
         return pd.DataFrame({"value": counts.index.astype(str), "n": counts.to_numpy(np.int64)})
 
-    parts = ds.select_columns([column]).map_batches(count, batch_format="pandas").to_pandas()
+    batches = local_batches(ds, "pandas", [column])
+    if batches is not None:
+        parts = pd.concat([count(batch) for batch in batches], ignore_index=True) if batches else pd.DataFrame()
+    else:
+        parts = ds.select_columns([column]).map_batches(count, batch_format="pandas").to_pandas()
     if parts.empty:
         return {}
     return {str(k): int(v) for k, v in parts.groupby("value")["n"].sum().items()}

@@ -15,12 +15,20 @@ import numpy as np
 import pandas as pd
 
 
-def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas", batch_size: int | None = None) -> list[dict]:
-    """Runs `partial` on every batch of `ds` and returns the JSON-able partial statistics."""
+def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas", batch_size: int | None = None,
+                 columns: list[str] | None = None) -> list[dict]:
+    """Runs `partial` on every batch of `ds` (only its `columns`, when given) and returns the JSON-able
+    partial statistics. Whole blocks of a small materialised `ds` are read in the driver (`pipeline.data.local`)."""
+    from pipeline.data.local import local_batches
+
+    batches = local_batches(ds, batch_format, columns) if batch_size is None else None
+    if batches is not None:
+        return [json.loads(json.dumps(partial(batch))) for batch in batches]  # JSON round trip: as the tasks' return
 
     def run(batch):
         return {"partial": np.array([json.dumps(partial(batch))], dtype=object)}
 
+    ds = ds.select_columns(columns) if columns is not None else ds
     rows = ds.map_batches(run, batch_format=batch_format, batch_size=batch_size).take_all()
     return [json.loads(row["partial"]) for row in rows]
 
@@ -32,7 +40,7 @@ Statistic = tuple[list[str], Callable[[pd.DataFrame], dict]]
 def gather_partials(ds, statistics: dict[str, Statistic]) -> dict[str, list[dict]]:
     """Several per-block statistics (name -> (columns read, partial)) in one pass over `ds`."""
     columns = list(dict.fromkeys(c for cols, _ in statistics.values() for c in cols))
-    rows = fit_partials(ds.select_columns(columns), lambda batch: {name: partial(batch) for name, (_, partial) in statistics.items()})
+    rows = fit_partials(ds, lambda batch: {name: partial(batch) for name, (_, partial) in statistics.items()}, columns=columns)
     return {name: [row[name] for row in rows] for name in statistics}
 
 

@@ -118,7 +118,7 @@ def infer_datetime_formats(ds, data_cfg: DataConfig) -> dict[str, str]:
     if not columns:
         return formats
     na_values = set(data_cfg.options.na_values)
-    partials = fit_partials(ds.select_columns(columns), lambda b: {c: datetime_format_counts(b[c], na_values) for c in columns})
+    partials = fit_partials(ds, lambda b: {c: datetime_format_counts(b[c], na_values) for c in columns}, columns=columns)
     for column in columns:
         counts: dict[str, int] = {}
         for part in partials:

@@ -78,17 +78,26 @@ def post_json(url: str, payload: dict, timeout: float = 30.0) -> dict:
         return json.loads(response.read())
 
 
+def start_local_serve(port: int) -> None:
+    """Serve's controller and its HTTP proxy on 127.0.0.1:`port`, no application yet."""
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+
 @contextmanager
-def local_serve(registry_root: str, tasks: list[str], port: int | None = None) -> Iterator[str]:
+def local_serve(registry_root: str, tasks: list[str], port: int | None = None, started: bool = False) -> Iterator[str]:
     """Every task's application on 127.0.0.1 for the length of a `with` block (the demo's HTTP check, the
-    notebooks), in the Ray this process is connected to: yields the base URL, shuts Serve down after."""
+    notebooks), in the Ray this process is connected to: yields the base URL, shuts Serve down after.
+    `started`: `start_local_serve(port)` already ran (the demo starts Serve while it trains)."""
     from ray import serve
 
     from pipeline.serve.app import build_apps
 
     port = port or free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
+        if not started:
+            start_local_serve(port)
         serve.run_many(build_apps(registry_root, tasks))
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
+from pipeline.data.local import local_blocks
 from pipeline.train.checkpoint import HISTORY_FILE
 from pipeline.train.loop import train_loop_per_worker
 
@@ -116,16 +118,14 @@ def in_memory_datasets(datasets: dict, cache_data: bool, world: int, limit: int 
         return None
     handed = {}
     for name, ds in datasets.items():
-        bundles = list(ds.iter_internal_ref_bundles())  # the order the streaming split takes them in
-        blocks = [BlockAccessor.for_block(block) for bundle in bundles for block in ray.get(list(bundle.block_refs))]
-        blocks = [block.to_numpy() for block in blocks if block.num_rows()]  # an empty block may lack the columns
+        # In the order the streaming split takes them in, one by one (a materialised bundle may hold several).
+        accessors = [BlockAccessor.for_block(block) for block in local_blocks(ds, limit=math.inf)]
+        blocks = [block.to_numpy() for block in accessors if block.num_rows()]  # an empty block may lack the columns
         if not blocks:
             return None
         # One block: it is the split, no concatenation copy.
         rows = blocks[0] if len(blocks) == 1 else {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
-        # The split takes the blocks one by one (a materialised bundle may hold several).
-        block_rows = [meta.num_rows for bundle in bundles for meta in bundle.metadata]
-        handed[name] = {"rows": ray.put(rows), "ranges": equal_split_ranges(block_rows, world)}
+        handed[name] = {"rows": ray.put(rows), "ranges": equal_split_ranges([block.num_rows() for block in accessors], world)}
     return handed
 
 

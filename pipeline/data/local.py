@@ -1,0 +1,60 @@
+"""Small materialised datasets read in the driver, without a Ray Data execution.
+
+Every Ray Data execution costs 0.2-1 s even on a few thousand rows (a task per block, the streaming
+executor's start and stop); a run made about twenty of them only to gather statistics, count classes and
+score held-out rows. A materialised dataset's blocks are already in the object store, so the driver can
+read them directly: the same blocks in the same order, hence the same numbers. Only up to `LOCAL_BYTES`,
+and only for reading (statistics, counts, scoring): larger or lazy data, and every transformation that
+makes a new dataset, still run as Ray Data tasks on the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+LOCAL_BYTES = 64 * 2**20
+
+
+def local_blocks(ds, limit: int = LOCAL_BYTES) -> list | None:
+    """The blocks of `ds` in order when it is materialised and at most `limit` bytes, else None."""
+    import ray
+    from ray.data.dataset import MaterializedDataset
+
+    if not isinstance(ds, MaterializedDataset) or ds.size_bytes() > limit:
+        return None
+    refs = [ref for bundle in ds.iter_internal_ref_bundles() for ref in bundle.block_refs]
+    return ray.get(refs)
+
+
+def local_batches(ds, batch_format: str, columns: list[str] | None = None, limit: int = LOCAL_BYTES) -> list[Any] | None:
+    """Each non-empty block of a small materialised `ds` as one batch (what `map_batches(batch_size=None)`
+    hands its function), restricted to `columns` when given; None when `ds` is lazy or large."""
+    from ray.data.block import BlockAccessor
+
+    blocks = local_blocks(ds, limit)
+    if blocks is None:
+        return None
+    accessors = [BlockAccessor.for_block(block) for block in blocks]
+    accessors = [a for a in accessors if a.num_rows()]  # an empty block may lack the columns
+    if columns is not None:
+        accessors = [BlockAccessor.for_block(a.select(columns)) for a in accessors]
+    return [a.to_batch_format(batch_format) for a in accessors]
+
+
+def rebatched(batches: list[Any], batch_size: int) -> Iterator[Any]:
+    """`batches` (pandas frames, or dicts of NumPy arrays) cut again into batches of `batch_size` rows
+    across their boundaries, the last one shorter: what `iter_batches(batch_size=...)` yields."""
+    import numpy as np
+    import pandas as pd
+
+    if not batches:
+        return
+    if isinstance(batches[0], pd.DataFrame):
+        whole = pd.concat(batches, ignore_index=True)
+        for start in range(0, len(whole), batch_size):
+            yield whole.iloc[start:start + batch_size].reset_index(drop=True)
+        return
+    whole = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+    rows = len(next(iter(whole.values())))
+    for start in range(0, rows, batch_size):
+        yield {key: values[start:start + batch_size] for key, values in whole.items()}
