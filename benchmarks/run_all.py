@@ -187,8 +187,8 @@ def section_demo(d: dict) -> list[str]:
              f"shutdown ({shared['shutdown_s']:.0f} s) are paid once and are in no task's seconds; each task's own "
              "training time is."] if shared else [])
     if "ray_start_s" in d:
-        note.append(f"Besides the tasks: Ray's start-up {d['ray_start_s']:.0f} s, the HTTP check (deployment, one request "
-                    f"per task, Serve shutdown; Serve starts during training) {d['http_check_s']:.0f} s.")
+        note.append(f"Besides the tasks: Ray's start-up {d['ray_start_s']:.0f} s, the HTTP check after the last registration (the "
+                    f"last deployments, one request per task, Serve's shutdown) {d['http_check_s']:.0f} s.")
     return ["## `pipeline demo`", "", f"`{d['command']}` in a fresh folder: **{d['wall_s']:.0f} s** wall (its own summary: "
             f"{d['summary_s']:.0f} s), every task trained, evaluated, registered and queried over HTTP.", "",
             *table(["task", "seconds", "test metrics"], rows), *note]

@@ -11,10 +11,10 @@ import json
 import time
 
 from pipeline import storage
-from pipeline.flow import finish_run, in_background, new_run_id, plan_run, preload
+from pipeline.flow import finish_run, new_run_id, plan_run
 from pipeline.registry import Registry
 from pipeline.runtime import init_ray, require_shared_storage
-from pipeline.serve.server import free_port, local_serve, post_json, start_local_serve
+from pipeline.serve.server import StagedLocalServe, free_port, post_json
 from pipeline.tasks import get_task, load_config, task_names
 from pipeline.timing import Timings
 
@@ -38,16 +38,14 @@ def run_demo(args) -> int:
     # One training run for every task: candidates are named by their labels, unique across tasks.
     candidates = [dataclasses.replace(c, name=c.label) for plan in plans for c in plan.planned]
     print(f"\n[demo] training {len(candidates)} model candidates of {len(plans)} tasks in one Ray Train run", flush=True)
-    port = None if args.no_serve else args.port or free_port()
-    # While Ray Train starts its workers the driver waits and a core is mostly idle: evaluation's imports
-    # load, and Serve's controller and proxy start for the HTTP check, meanwhile.
-    preloading, serve_starting = preload(), in_background(start_local_serve, port) if port else None
+    fitted = fit_candidates(candidates, storage.join(output, "checkpoints"), new_run_id("demo")) if candidates else None
+    outcomes = fitted.outcomes if fitted else {}
+
+    # The HTTP check comes up while the driver evaluates (one core): Serve starts now, each task's
+    # application as soon as that task is registered.
+    serving = None if args.no_serve else StagedLocalServe(registry.root, args.port or free_port())
     http_check = 0.0
     try:
-        fitted = fit_candidates(candidates, storage.join(output, "checkpoints"), new_run_id("demo")) if candidates else None
-        outcomes = fitted.outcomes if fitted else {}
-        preloading.result()
-
         summary = []
         for plan, ended in zip(plans, planned_at):
             own = {c.name: outcomes[c.label] for c in plan.planned}
@@ -57,19 +55,16 @@ def run_demo(args) -> int:
             metrics = finish_run(plan, own)
             shown = {k: v for k, v in metrics["test"].items() if isinstance(v, float)}
             summary.append((plan, metrics["run_id"], shown, plan.timings.elapsed()))
+            if serving:
+                serving.add(plan.task.name)
 
         http_started = time.perf_counter()
-        if serve_starting:
-            serve_starting.result()
-            check_http(registry, tasks, port)  # shuts Serve down
-            serve_starting = None
+        if serving:
+            send_examples(serving.ready(tasks), tasks)
         http_check = time.perf_counter() - http_started
     finally:
-        if serve_starting:  # the demo failed before its HTTP check: stop the Serve it started
-            from ray import serve
-
-            serve_starting.exception()
-            serve.shutdown()
+        if serving:
+            serving.stop()
 
     print("\ndemo summary")
     for plan, run_id, shown, seconds in summary:
@@ -79,20 +74,18 @@ def run_demo(args) -> int:
         print(f"  shared training run: worker start-up {phases.get('train_startup', 0):.0f}s, training "
               f"{phases.get('training', 0):.0f}s, shutdown {phases.get('train_shutdown', 0):.0f}s (each task's own "
               "training time is in its line)")
-    print(f"  ray start: {ray_start:.0f}s" + ("" if args.no_serve else f", HTTP check (deployment, one request per task, "
-                                                                      f"Serve shutdown; Serve started during training): {http_check:.0f}s"))
+    print(f"  ray start: {ray_start:.0f}s" + ("" if args.no_serve else f", HTTP check (after the last registration: the last "
+                                                                      f"deployments, one request per task, Serve shutdown): {http_check:.0f}s"))
     print(f"  registry: {registry.root}")
     print(f"  total wall time: {time.perf_counter() - started:.0f}s")
     return 0
 
 
-def check_http(registry: Registry, tasks: list[str], port: int) -> None:
-    """Deploys every task on the Serve started on 127.0.0.1:`port`, sends each task's example request,
-    prints the answer, stops Serve."""
-    with local_serve(registry.root, tasks, port, started=True) as base:
-        for name in tasks:
-            task = get_task(name)
-            example, expected = task.example_request()
-            answer = post_json(f"{base}/{name}/{task.route}", example)
-            print(f"[{name}] POST /{name}/{task.route} -> {json.dumps(answer)[:300]}"
-                  + (f"  (expected {expected})" if expected is not None else ""))
+def send_examples(base: str, tasks: list[str]) -> None:
+    """Sends each task's example request to the Serve at `base` and prints the answer."""
+    for name in tasks:
+        task = get_task(name)
+        example, expected = task.example_request()
+        answer = post_json(f"{base}/{name}/{task.route}", example)
+        print(f"[{name}] POST /{name}/{task.route} -> {json.dumps(answer)[:300]}"
+              + (f"  (expected {expected})" if expected is not None else ""))

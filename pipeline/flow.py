@@ -263,28 +263,6 @@ class RunPlan:
     mlflow_uri: str | None = None
 
 
-# What evaluation and its plots import first (scikit-learn's metrics, matplotlib: about 4 s on two cores).
-EVALUATION_MODULES = ("sklearn.metrics", "pipeline.plots")
-
-
-def in_background(fn, *args):
-    """`fn(*args)` in a new thread; returns its Future (`.result()` waits for it and re-raises its error)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix=getattr(fn, "__name__", "background"))
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)  # the thread ends after its one job
-    return future
-
-
-def preload(modules: tuple[str, ...] = EVALUATION_MODULES):
-    """Imports `modules` in the background (`in_background`). Started as Ray Train starts its workers:
-    about 20 s on two cores in which the driver only waits and a core is mostly idle."""
-    import importlib
-
-    return in_background(lambda: [importlib.import_module(name) for name in modules])
-
-
 def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None = None, promote: bool = True,
                  run_id: str | None = None, log: Log = print, timings: Timings | None = None,
                  mlflow_uri: str | None = None) -> dict[str, Any]:
@@ -299,9 +277,7 @@ def run_pipeline(cfg: PipelineConfig, output_dir: str, registry: Registry | None
     from pipeline.train.trainer import fit_candidates
 
     plan = plan_run(cfg, output_dir, registry, promote, run_id, log, timings, mlflow_uri)
-    preloading = preload()
     fitted = fit_candidates(plan.planned, storage.join(plan.output_dir, "checkpoints"), plan.run_id) if plan.planned else None
-    preloading.result()
     for phase, seconds in (fitted.phases if fitted else {}).items():
         plan.timings.add(phase, seconds)
     return finish_run(plan, fitted.outcomes if fitted else {})

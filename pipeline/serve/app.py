@@ -209,9 +209,15 @@ def build_apps(registry_root: str, tasks: list[str] | None = None, settings: Ser
     """Every application as `serve.RunTarget`s for `serve.run_many`: the tasks', then the gateway."""
     tasks = tasks or task_names()
     settings = settings or load_serve_settings()
-    targets = [serve.RunTarget(build_task_app(name, registry_root, settings), name=task_app_name(name), route_prefix=f"/{name}")
-               for name in tasks]
-    return targets + [serve.RunTarget(build_gateway(tasks, settings), name=GATEWAY_APP, route_prefix="/")]
+    return [task_target(name, registry_root, settings) for name in tasks] + [gateway_target(tasks, settings)]
+
+
+def task_target(task_name: str, registry_root: str, settings: ServeSettings):
+    return serve.RunTarget(build_task_app(task_name, registry_root, settings), name=task_app_name(task_name), route_prefix=f"/{task_name}")
+
+
+def gateway_target(tasks: list[str], settings: ServeSettings):
+    return serve.RunTarget(build_gateway(tasks, settings), name=GATEWAY_APP, route_prefix="/")
 
 
 # --- Serve config files (`serve deploy cluster/serve_config.yaml`, KubeRay RayService) -------------------

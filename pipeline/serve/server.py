@@ -78,27 +78,77 @@ def post_json(url: str, payload: dict, timeout: float = 30.0) -> dict:
         return json.loads(response.read())
 
 
-def start_local_serve(port: int) -> None:
-    """Serve's controller and its HTTP proxy on 127.0.0.1:`port`, no application yet."""
-    from ray import serve
-
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-
-
 @contextmanager
-def local_serve(registry_root: str, tasks: list[str], port: int | None = None, started: bool = False) -> Iterator[str]:
-    """Every task's application on 127.0.0.1 for the length of a `with` block (the demo's HTTP check, the
-    notebooks), in the Ray this process is connected to: yields the base URL, shuts Serve down after.
-    `started`: `start_local_serve(port)` already ran (the demo starts Serve while it trains)."""
-    from ray import serve
-
-    from pipeline.serve.app import build_apps
-
-    port = port or free_port()
+def local_serve(registry_root: str, tasks: list[str], port: int | None = None) -> Iterator[str]:
+    """Every task's application on 127.0.0.1 for the length of a `with` block (the notebooks), in the Ray
+    this process is connected to: yields the base URL, shuts Serve down after."""
+    serving = StagedLocalServe(registry_root, port or free_port())
     try:
-        if not started:
-            start_local_serve(port)
-        serve.run_many(build_apps(registry_root, tasks))
-        yield f"http://127.0.0.1:{port}"
+        for name in tasks:
+            serving.add(name)
+        yield serving.ready(tasks)
     finally:
+        serving.stop()
+
+
+class StagedLocalServe:
+    """Serve on 127.0.0.1:`port`, brought up step by step while the caller works on: Serve's controller and
+    proxy start at once (in a background thread), `add(task)` deploys a task's application without
+    waiting for it (register the task first: its replica loads the production model), `ready(tasks)`
+    deploys the gateway, waits until every application runs and returns the base URL; `stop()` shuts
+    Serve down. The demo adds each task as soon as it is registered, so the replicas' processes start
+    (importing PyTorch) while the next task is evaluated."""
+
+    def __init__(self, registry_root: str, port: int, timeout_s: float = 300.0):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pipeline.serve.settings import load_serve_settings
+
+        self.registry_root, self.port, self.timeout_s, self.settings = registry_root, port, timeout_s, load_serve_settings()
+        self.apps: list[str] = []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="serve")  # one step after another
+        self.steps = [self.pool.submit(self._start)]
+
+    def _start(self) -> None:
+        from ray import serve
+
+        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+
+    def _deploy(self, target) -> None:
+        from ray import serve
+
+        serve.run_many([target], wait_for_applications_running=False)
+
+    def add(self, task_name: str) -> None:
+        from pipeline.serve.app import task_app_name, task_target
+
+        self.apps.append(task_app_name(task_name))
+        self.steps.append(self.pool.submit(self._deploy, task_target(task_name, self.registry_root, self.settings)))
+
+    def ready(self, tasks: list[str]) -> str:
+        from ray import serve
+
+        from pipeline.serve.app import GATEWAY_APP, gateway_target
+
+        self.apps.append(GATEWAY_APP)
+        self.steps.append(self.pool.submit(self._deploy, gateway_target(tasks, self.settings)))
+        for step in self.steps:
+            step.result()  # re-raises a failed step's error
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            statuses = {name: serve.status().applications.get(name) for name in self.apps}
+            failed = {name: app.message for name, app in statuses.items() if app and app.status == "DEPLOY_FAILED"}
+            if failed:
+                raise RuntimeError(f"Serve could not deploy {', '.join(failed)}: {failed}")
+            if all(app and app.status == "RUNNING" for app in statuses.values()):
+                return f"http://127.0.0.1:{self.port}"
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Serve applications not running after {self.timeout_s:.0f}s: "
+                                   f"{ {name: app and app.status for name, app in statuses.items()} }")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        from ray import serve
+
+        self.pool.shutdown(wait=True, cancel_futures=True)
         serve.shutdown()
