@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.features import Statistic, gather_partials
+from pipeline.data.local import local_batches
 from pipeline.data.split import stable_hash
 
 REASON_COLUMN = "reason"
@@ -135,7 +136,11 @@ def mark_duplicates(annotated):
     """
     import ray.data
 
-    valid = annotated.filter(expr=f"{REASON_COLUMN} == ''").select_columns([DEDUP_HASH]).to_pandas()
+    batches = local_batches(annotated, "pandas", [REASON_COLUMN, DEDUP_HASH])
+    if batches is None:
+        valid = annotated.filter(expr=f"{REASON_COLUMN} == ''").select_columns([DEDUP_HASH]).to_pandas()
+    else:  # small: read in the driver
+        valid = pd.concat([b.loc[b[REASON_COLUMN] == "", [DEDUP_HASH]] for b in batches]) if batches else pd.DataFrame()
     hashes = valid[DEDUP_HASH] if DEDUP_HASH in valid else pd.Series([], dtype=np.uint64)
     hashes = hashes[hashes != 0]  # no complete key: never a duplicate
     repeated = np.unique(hashes[hashes.duplicated()].to_numpy(np.uint64))
@@ -158,8 +163,6 @@ def mark_duplicates(annotated):
 
 def value_counts(ds, column: str) -> dict:
     """Counts of each value of `column`, computed per block and summed in the driver."""
-    from pipeline.data.local import local_batches
-
     def count(batch: pd.DataFrame) -> pd.DataFrame:
         counts = batch[column].value_counts(dropna=False)
         return pd.DataFrame({"value": counts.index.astype(str), "n": counts.to_numpy(np.int64)})

@@ -57,10 +57,11 @@ class InteractionFeatures(Preprocessor):
             by_user = genre_table.reindex(items.to_numpy()).fillna(0).astype("int64").groupby(users)
             per_user = by_user.sum()
             per_user.insert(0, "rows", by_user.size())
-            return {"item_counts": {int(k): int(v) for k, v in counts.items()},
-                    "item_sums": {int(k): [float(a), int(b)] for k, (a, b) in sums.iterrows()},
+            # Plain Python numbers column-wise (`tolist`): row-wise `iterrows` took half a second a block.
+            return {"item_counts": dict(zip(counts.index.tolist(), counts.tolist())),
+                    "item_sums": {k: [a, b] for k, a, b in zip(sums.index.tolist(), sums["sum"].tolist(), sums["count"].tolist())},
                     "rating_sum": float(batch[r].astype("float64").sum()), "rows": len(batch),
-                    "user_genres": {int(k): v.tolist() for k, v in per_user.iterrows()}}
+                    "user_genres": dict(zip(per_user.index.tolist(), per_user.to_numpy().tolist()))}
 
         partials = fit_partials(train_ds, partial)
         users = sorted({int(k) for p in partials for k in p["user_genres"]})

@@ -58,3 +58,16 @@ def rebatched(batches: list[Any], batch_size: int) -> Iterator[Any]:
     rows = len(next(iter(whole.values())))
     for start in range(0, rows, batch_size):
         yield {key: values[start:start + batch_size] for key, values in whole.items()}
+
+
+def to_pandas(ds, columns: list[str] | None = None):
+    """`ds` (only `columns`, when given) as one pandas DataFrame: read in the driver when small and
+    materialised, else through Ray Data's `to_pandas`."""
+    import pandas as pd
+
+    batches = local_batches(ds, "pandas", columns)
+    if batches is None:
+        return (ds.select_columns(columns) if columns is not None else ds).to_pandas()
+    if not batches:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(batches, ignore_index=True)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SplitConfig
+from pipeline.data.local import to_pandas
 from pipeline.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -126,7 +127,7 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     elif method == "stratified":
         hashed = hashed.materialize()  # hashed once, read by the cut points' pass and each split's
         # Only two narrow columns travel to the driver to find per-class cut points.
-        keys = hashed.select_columns([cfg.stratify, HASH_COLUMN, *([HOLDOUT_COLUMN] if has_holdout else [])]).to_pandas()
+        keys = to_pandas(hashed, [cfg.stratify, HASH_COLUMN, *([HOLDOUT_COLUMN] if has_holdout else [])])
         if has_holdout:
             keys = keys[~keys[HOLDOUT_COLUMN].astype(bool)]
         cutoffs = stratum_cutoffs(keys[cfg.stratify].to_numpy(), keys[HASH_COLUMN].to_numpy(np.uint64), ratios)
@@ -139,7 +140,7 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     elif method == "leave_last_out":
         # Per group (user): the last row in time is test, the one before it val, the rest train.
         hashed = hashed.materialize()
-        frame = hashed.select_columns([cfg.group, cfg.time, HASH_COLUMN]).to_pandas()
+        frame = to_pandas(hashed, [cfg.group, cfg.time, HASH_COLUMN])
         last_two = last_rows_per_group(frame, cfg.group, cfg.time)
         group_col, time_col = cfg.group, cfg.time
 
@@ -148,7 +149,7 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
             return batch.drop(columns=[HASH_COLUMN])
 
     else:  # temporal: oldest rows train, newest test
-        frame = hashed.select_columns([cfg.time, *([HOLDOUT_COLUMN] if has_holdout else [])]).to_pandas()
+        frame = to_pandas(hashed, [cfg.time, *([HOLDOUT_COLUMN] if has_holdout else [])])
         times = (frame[~frame[HOLDOUT_COLUMN].astype(bool)] if has_holdout else frame)[cfg.time].to_numpy()
         c_train, c_val = time_cutoffs(times, ratios)
         time_col = cfg.time

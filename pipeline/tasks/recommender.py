@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 from pipeline.config import DataConfig, PipelineConfig, Section, TableOptions, problem
 from pipeline.data.ingest import read_dataset
 from pipeline.data.interactions import InteractionFeatures
+from pipeline.data.local import to_pandas
 from pipeline.errors import ConfigError
 from pipeline.models.baselines import ItemScores
 from pipeline.models.recommender import BiasedMF, NeuralRecommender
@@ -129,7 +130,7 @@ class RecommenderTask(RankingTask):
         f = cfg.features
         prep = InteractionFeatures(f.user_column, f.item_column, f.rating_column, f.negatives,
                                    cfg.data.split.method == "leave_last_out", cfg.seed)
-        history = pd.concat([splits[name].select_columns([f.user_column, f.item_column]).to_pandas() for name in ("train", "val", "test")])
+        history = pd.concat([to_pandas(splits[name], [f.user_column, f.item_column]) for name in ("train", "val", "test")])
         return prep.fit_all(splits["train"], self.catalog(cfg), history.astype("int64"))
 
     # --- model ---------------------------------------------------------------------------------------
