@@ -7,11 +7,13 @@ grouped splits, rows of one group) always land in the same split.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from pipeline.config import SplitConfig
-from pipeline.data.local import to_pandas
+from pipeline.data.local import local_blocks, to_pandas
 from pipeline.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -176,7 +178,23 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
         return batch
 
     labelled = hashed.map_batches(assign_with_holdout, batch_format="pandas")
+    if local_blocks(hashed) is not None:  # small and materialised: assigned once, cut in the driver
+        return split_locally(labelled.materialize())
     return {
         name: labelled.filter(expr=f"{SPLIT_COLUMN} == {i}").drop_columns([SPLIT_COLUMN]).materialize()
         for i, name in enumerate(SPLITS)
     }
+
+
+def split_locally(labelled) -> dict:
+    """The splits of a small materialised dataset with its split column, cut block by block in the driver:
+    the blocks Ray Data's filter makes (one per input block, in order), without three executions."""
+    import pyarrow.compute as pc
+    import ray.data
+    from ray.data.block import BlockAccessor
+
+    tables = [BlockAccessor.for_block(block).to_arrow() for block in local_blocks(labelled, limit=math.inf)]
+    tables = [table for table in tables if table.num_rows]  # an empty block may lack the columns
+    return {name: ray.data.from_arrow([table.filter(pc.equal(table[SPLIT_COLUMN], i)).drop_columns([SPLIT_COLUMN])
+                                       for table in tables])
+            for i, name in enumerate(SPLITS)}

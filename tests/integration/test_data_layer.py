@@ -258,3 +258,39 @@ def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives
         assert np.array_equal(mine["x"], theirs["x"]) and np.array_equal(mine["label"].astype(str), theirs["label"].astype(str))
     frames_back = list(rebatched(local_batches(ds, "pandas"), 1000))
     assert [len(f) for f in frames_back] == [1000, 1000, 5] and frames_back[1].index[0] == 0
+
+
+@pytest.mark.parametrize("method", ["stratified", "leave_last_out"])
+def test_splits_cut_in_the_driver_have_ray_datas_blocks_and_rows(method, monkeypatch):
+    """Small materialised data is split in the driver (`split_locally`): the same blocks (row counts, in
+    order; training shards follow them) and the same rows as Ray Data's three filters."""
+    import ray.data
+
+    import pipeline.data.split as split_module
+    from pipeline.train.trainer import equal_split_ranges
+
+    rng = np.random.default_rng(1)
+
+    def frame(n):
+        return pd.DataFrame({"id": np.arange(n) + 10_000 * n, "user": rng.integers(0, 40, n), "ts": rng.integers(0, 10**6, n),
+                             "label": rng.choice(["a", "b"], n), "text": [f"row {i}" for i in range(n)]})
+
+    tables = [pa.Table.from_pandas(frame(n), preserve_index=False) for n in (500, 3, 0, 1200, 1)]
+    ds = ray.data.from_arrow(tables).materialize()
+    cfg = SplitConfig(method=method, ratios=[0.7, 0.15, 0.15], key=["id"], stratify="label" if method == "stratified" else None,
+                      group="user" if method == "leave_last_out" else None, time="ts" if method == "leave_last_out" else None)
+    local = split_dataset(ds, cfg, seed=7)
+    monkeypatch.setattr(split_module, "local_blocks", lambda *a, **k: None)  # Ray Data's filters
+    remote = split_dataset(ds, cfg, seed=7)
+
+    def block_rows(split):
+        return [m.num_rows for bundle in split.iter_internal_ref_bundles() for m in bundle.metadata]
+
+    def shards(split):  # the rows each of two training workers gets
+        return [[r for r in ranks if r[1] > r[0]] for ranks in equal_split_ranges(block_rows(split), 2)]
+
+    for name in ("train", "val", "test"):
+        assert [n for n in block_rows(local[name]) if n] == [n for n in block_rows(remote[name]) if n], name
+        assert shards(local[name]) == shards(remote[name]), name
+        pd.testing.assert_frame_equal(local[name].to_pandas(), remote[name].to_pandas(), check_dtype=False)
+    assert sum(local[name].count() for name in ("train", "val", "test")) == 1704
