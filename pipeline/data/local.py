@@ -4,8 +4,9 @@ Every Ray Data execution costs 0.2-1 s even on a few thousand rows (a task per b
 executor's start and stop); a run made about twenty of them only to gather statistics, count classes and
 score held-out rows. A materialised dataset's blocks are already in the object store, so the driver can
 read them directly: the same blocks in the same order, hence the same numbers. Only up to `LOCAL_BYTES`,
-and only for reading (statistics, counts, scoring): larger or lazy data, and every transformation that
-makes a new dataset, still run as Ray Data tasks on the cluster.
+and only for reading (statistics, counts, scoring) and for cutting small data into its splits
+(`split.split_locally`): larger or lazy data, and every other transformation, still run as Ray Data
+tasks on the cluster.
 """
 
 from __future__ import annotations

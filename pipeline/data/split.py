@@ -98,7 +98,8 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     Each split is one pass over `ds` (materialised, or cheap to recompute, as the cleaned rows are) or
     over its rows with their hashes, when the cut points of a stratified or leave-last-out split need
     them first: every Ray Data execution has a fixed cost, so rows are not materialised with their
-    assignment before the three splits are."""
+    assignment before the three splits are. When those hashed rows are small, they are assigned in one
+    execution and cut in the driver (`split_locally`)."""
     method = cfg.method
     columns = set(ds.columns())
     needed = {"random": cfg.key, "stratified": cfg.key + [cfg.stratify], "grouped": [cfg.group], "temporal": [cfg.time],
