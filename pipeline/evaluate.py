@@ -27,18 +27,20 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_proce
         batch[SPLIT_COLUMN] = np.full(len(batch[next(iter(batch))]), name)
         return batch
 
-    both = splits["val"].map_batches(tag, fn_args=("val",), batch_format=task.batch_format).union(
-        splits["test"].map_batches(tag, fn_args=("test",), batch_format=task.batch_format))
+    def both():  # val then test, tagged, as one Ray Dataset
+        return splits["val"].map_batches(tag, fn_args=("val",), batch_format=task.batch_format).union(
+            splits["test"].map_batches(tag, fn_args=("test",), batch_format=task.batch_format))
+
     if splits["val"].count() + splits["test"].count() <= in_process_rows:
         score = TaggedScore(model_dir)
         local = [local_batches(splits[name], task.batch_format) for name in ("val", "test")]
         if all(part is not None for part in local):  # the blocks as they are: no Ray Data execution
             batches = rebatched([tag(batch, name) for name, part in zip(("val", "test"), local) for batch in part], SCORE_BATCH_ROWS)
         else:
-            batches = both.iter_batches(batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format)
+            batches = both().iter_batches(batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format)
         rows = pd.concat([pd.DataFrame(score(batch)) for batch in batches], ignore_index=True)
     else:
-        rows = both.map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
+        rows = both().map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
                                 batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format).to_pandas()
     preprocessor = load_model_preprocessor(model_dir)
     results = {name: task.split_metrics(part.drop(columns=[SPLIT_COLUMN]).reset_index(drop=True), preprocessor)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.data.features import Statistic, gather_partials
+from pipeline.data.features import Statistic, fit_partials, gather_partials
 from pipeline.data.local import local_batches
 from pipeline.data.split import stable_hash
 
@@ -162,19 +162,17 @@ def mark_duplicates(annotated):
 
 
 def value_counts(ds, column: str) -> dict:
-    """Counts of each value of `column`, computed per block and summed in the driver."""
-    def count(batch: pd.DataFrame) -> pd.DataFrame:
-        counts = batch[column].value_counts(dropna=False)
-        return pd.DataFrame({"value": counts.index.astype(str), "n": counts.to_numpy(np.int64)})
+    """Counts of each value of `column` (as text), computed per block and summed in the driver."""
 
-    batches = local_batches(ds, "pandas", [column])
-    if batches is not None:
-        parts = pd.concat([count(batch) for batch in batches], ignore_index=True) if batches else pd.DataFrame()
-    else:
-        parts = ds.select_columns([column]).map_batches(count, batch_format="pandas").to_pandas()
-    if parts.empty:
-        return {}
-    return {str(k): int(v) for k, v in parts.groupby("value")["n"].sum().items()}
+    def count(batch: pd.DataFrame) -> dict[str, int]:
+        counts = batch[column].value_counts(dropna=False)
+        return dict(zip(counts.index.astype(str), counts.tolist()))
+
+    totals: dict[str, int] = {}
+    for part in fit_partials(ds, count, columns=[column]):
+        for value, n in part.items():
+            totals[value] = totals.get(value, 0) + n
+    return dict(sorted(totals.items()))
 
 
 def null_statistic(columns: list[str]) -> Statistic:

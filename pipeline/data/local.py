@@ -16,18 +16,24 @@ from typing import Any, Iterator
 LOCAL_BYTES = 64 * 2**20
 
 
-def local_blocks(ds, limit: int = LOCAL_BYTES) -> list | None:
-    """The blocks of `ds` in order when it is materialised and at most `limit` bytes, else None."""
-    import ray
+def is_small(ds, limit: float = LOCAL_BYTES) -> bool:
+    """`ds` is materialised and holds at most `limit` bytes (its blocks' metadata; nothing is fetched)."""
     from ray.data.dataset import MaterializedDataset
 
-    if not isinstance(ds, MaterializedDataset) or ds.size_bytes() > limit:
+    return isinstance(ds, MaterializedDataset) and ds.size_bytes() <= limit
+
+
+def local_blocks(ds, limit: float = LOCAL_BYTES) -> list | None:
+    """The blocks of `ds` in order when it `is_small`, else None."""
+    import ray
+
+    if not is_small(ds, limit):
         return None
     refs = [ref for bundle in ds.iter_internal_ref_bundles() for ref in bundle.block_refs]
     return ray.get(refs)
 
 
-def local_batches(ds, batch_format: str, columns: list[str] | None = None, limit: int = LOCAL_BYTES) -> list[Any] | None:
+def local_batches(ds, batch_format: str, columns: list[str] | None = None, limit: float = LOCAL_BYTES) -> list[Any] | None:
     """Each non-empty block of a small materialised `ds` as one batch (what `map_batches(batch_size=None)`
     hands its function), restricted to `columns` when given; None when `ds` is lazy or large."""
     from ray.data.block import BlockAccessor

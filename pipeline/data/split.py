@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SplitConfig
-from pipeline.data.local import local_blocks, to_pandas
+from pipeline.data.local import is_small, local_blocks, to_pandas
 from pipeline.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -179,7 +179,7 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
         return batch
 
     labelled = hashed.map_batches(assign_with_holdout, batch_format="pandas")
-    if local_blocks(hashed) is not None:  # small and materialised: assigned once, cut in the driver
+    if is_small(hashed):  # assigned once, cut in the driver
         return split_locally(labelled.materialize())
     return {
         name: labelled.filter(expr=f"{SPLIT_COLUMN} == {i}").drop_columns([SPLIT_COLUMN]).materialize()

@@ -136,7 +136,8 @@ class StagedLocalServe:
             step.result()  # re-raises a failed step's error
         deadline = time.monotonic() + self.timeout_s
         while True:
-            statuses = {name: serve.status().applications.get(name) for name in self.apps}
+            running = serve.status().applications
+            statuses = {name: running.get(name) for name in self.apps}
             failed = {name: app.message for name, app in statuses.items() if app and app.status == "DEPLOY_FAILED"}
             if failed:
                 raise RuntimeError(f"Serve could not deploy {', '.join(failed)}: {failed}")

@@ -280,7 +280,7 @@ def test_splits_cut_in_the_driver_have_ray_datas_blocks_and_rows(method, monkeyp
     cfg = SplitConfig(method=method, ratios=[0.7, 0.15, 0.15], key=["id"], stratify="label" if method == "stratified" else None,
                       group="user" if method == "leave_last_out" else None, time="ts" if method == "leave_last_out" else None)
     local = split_dataset(ds, cfg, seed=7)
-    monkeypatch.setattr(split_module, "local_blocks", lambda *a, **k: None)  # Ray Data's filters
+    monkeypatch.setattr(split_module, "is_small", lambda *a, **k: False)  # Ray Data's filters
     remote = split_dataset(ds, cfg, seed=7)
 
     def block_rows(split):
