@@ -41,6 +41,7 @@ def benchmarks(rows: str) -> dict[str, dict]:
     out = {
         "data_stages": {"cmd": [PY, "benchmarks/data_stages.py", "--rows", rows], "limit_s": 1800},
         "train_loop": {"cmd": [PY, "benchmarks/train_loop.py"], "limit_s": 600},
+        "data_parallel_cpu": {"cmd": [PY, "benchmarks/data_parallel_cpu.py"], "limit_s": 600},
         "serve_load": {"cmd": [PY, "benchmarks/serve_load.py", "--requests", "200"], "limit_s": 1200},
         "tune_asha_vs_grid": {"cmd": [PY, "benchmarks/tune_asha_vs_grid.py"], "limit_s": 900},
         "csv_reader": {"cmd": [PY, "benchmarks/csv_reader.py"], "limit_s": 600},
@@ -115,6 +116,17 @@ def section_train_loop(d: dict, title: str) -> list[str]:
             f"within 2x), wall **{d['wall_ratio']:.2f}x** (Ray Train's worker start-up and shutdown are a fixed cost)."
             + (f" The pipeline's own loop in-process, without Ray Train: **{loop:.2f}x** the bare loop's throughput." if loop else ""),
             ""]
+
+
+def section_data_parallel(d: dict) -> list[str]:
+    setups = list(d["results"][0]["ms_per_step"])
+    rows = [[r["model"], r["batch_size"], *[num(r["ms_per_step"][s], 1) for s in setups],
+             f"{r['independent_over_one']:.2f}x", f"**{r['ddp_over_one']:.2f}x**"] for r in d["results"]]
+    return ["## Data parallelism on this CPU: one process vs two (independent, DDP)", "",
+            f"`{d['command']}`: each model the demo trains, on its own training rows and batch size, {d['steps']} timed steps "
+            f"per set-up ({d['cpus']} CPUs, one thread per process). Two independent processes show what two workers can "
+            "give here at best; two DDP workers (gloo) add the gradient all-reduce every step.", "",
+            *table(["model", "batch", *[f"{s}: ms/step" for s in setups], "rows/s: 2 independent / 1", "rows/s: 2 DDP / 1"], rows)]
 
 
 def section_data_stages(d: dict, title: str = "Data stages: Ray Data vs pandas (ingest, clean, features)") -> list[str]:
@@ -209,7 +221,7 @@ def render(status: dict[str, str]) -> str:
                                                               for name in sorted(set(measured) | set(status))])
     sections = [("train_loop", lambda d: section_train_loop(d, "Training loop: Ray Train vs a bare PyTorch loop (CPU)")),
                 ("train_loop_gpu", lambda d: section_train_loop(d, "Training loop: Ray Train vs a bare PyTorch loop (GPU)")),
-                ("data_stages", section_data_stages),
+                ("data_parallel_cpu", section_data_parallel), ("data_stages", section_data_stages),
                 ("data_stages_gpu_machine", lambda d: section_data_stages(d, "Data stages on the GPU machine's 16 cores")),
                 ("serve_load", section_serve), ("tune_asha_vs_grid", section_tune),
                 ("csv_reader", section_csv), ("image_cv", section_image_cv), ("demo", section_demo)]

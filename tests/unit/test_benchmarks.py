@@ -38,3 +38,19 @@ def test_image_cv_variants_are_valid_configs_and_a_fold_trains():
     x, y = torch.randn(80, 1, 8, 8), torch.randint(0, 10, (80,))
     for cfg in (configs[0], configs[-1]):  # the reference, and the augmented variant
         assert 0.0 <= image_cv.fit_fold(cfg, preprocessor, x[:64], y[:64], x[64:], y[64:], seed=0) <= 1.0
+
+
+def test_data_parallel_cpu_steps_a_planned_model_with_the_loops_optimizer():
+    import numpy as np
+
+    from pipeline.tasks import load_config
+    from pipeline.tasks.image import ImagePreprocessor
+
+    data_parallel = load("data_parallel_cpu")
+    cfg = load_config("image", overrides={"model.channels": [4, 8], "model.dense": 8, "train.batch_size": 16})
+    rng = np.random.default_rng(0)
+    model = {"label": "image", "config": cfg.to_dict(),
+             "preprocessor": ImagePreprocessor([8, 8], [str(i) for i in range(10)], 16.0, 0.0, 1.0).state(),
+             "train": {"x": rng.normal(size=(40, 1, 8, 8)).astype(np.float32), "y": rng.integers(0, 10, 40)}}
+    (ms,) = data_parallel.step_times([model], rank=0, world=1, ddp=False, warmup=1, steps=3)
+    assert ms > 0

@@ -1,0 +1,161 @@
+"""Does data parallelism pay on this machine's CPU? Each model the demo trains, stepped on its own training
+rows in three set-ups, from the same process tree one after another:
+
+- one process (one thread, as a training worker runs);
+- two independent processes, each stepping its own copy: what two workers could give at best here, so
+  the gap to twice one process is the cores' contention (shared caches, memory bandwidth, other processes);
+- two DDP processes (gloo, as Ray Train's CPU workers): each steps its batch and all-reduces gradients.
+
+The models, configs, preprocessors and rows are the pipeline's own: every task is planned as `pipeline
+demo` plans it (data stages and features on Ray Data), its trained candidates built by the task plug-in
+and stepped by the loop's step (augment, forward, loss, backward, the loop's fused optimizer) on
+batches of the candidate's `train.batch_size` rows. Ray Train is left out on purpose:
+`benchmarks/train_loop.py` measures its cost over the same loop (about 1.0x); this one measures what
+the second worker buys.
+
+    python benchmarks/data_parallel_cpu.py                 # every task
+    python benchmarks/data_parallel_cpu.py --tasks text    # some of them
+
+Reported per model: milliseconds per step, rows per second of each set-up, and two ratios against one
+process: two independent processes (the most two workers can give here) and two DDP workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def plan_models(tasks: list[str]) -> list[dict]:
+    """Every trained candidate of the tasks as the demo plans it: label, config, preprocessor, training rows."""
+    from pipeline.flow import feature_arrays, plan_run
+    from pipeline.registry import Registry
+    from pipeline.runtime import init_ray
+    from pipeline.tasks import load_config
+
+    import ray
+
+    init_ray()
+    models = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in tasks:
+            plan = plan_run(load_config(name), f"{tmp}/runs/{name}", Registry(f"{tmp}/registry"), log=lambda _: None)
+            for c in plan.planned:
+                models.append({"label": c.label, "config": c.cfg.to_dict(), "preprocessor": c.preprocessor_state,
+                               "train": feature_arrays(c.datasets["train"])})
+    ray.shutdown()
+    return models
+
+
+def step_times(models: list[dict], rank: int, world: int, ddp: bool, warmup: int, steps: int) -> list[float]:
+    """Milliseconds per step of each model on this process (rank `rank` of `world` stepping at once)."""
+    import numpy as np
+    import torch
+
+    from pipeline.data.features import load_preprocessor
+    from pipeline.tasks import config_from_dict, get_task
+    from pipeline.train.loop import make_optimizer
+
+    torch.set_num_threads(1)
+    out = []
+    for m in models:
+        cfg = config_from_dict(m["config"])
+        task = get_task(cfg.task)
+        torch.manual_seed(cfg.seed)
+        model = task.build_model(cfg, load_preprocessor(m["preprocessor"]))
+        if ddp:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        optimizer = make_optimizer(model.parameters(), cfg.train)
+        rows = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in m["train"].items()}
+        n, size = len(next(iter(rows.values()))), cfg.train.batch_size
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(rank))
+        model.train()
+        started = 0.0
+        for step in range(warmup + steps):
+            if step == warmup:
+                started = time.perf_counter()
+            start = (step * size) % max(n - size, 1)
+            batch = {k: v[order[start:start + size]] for k, v in rows.items()}
+            batch = task.augment(cfg, batch)
+            loss = task.loss(cfg, task.forward(model, batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        out.append((time.perf_counter() - started) / steps * 1000)
+    return out
+
+
+def worker(rank: int, world: int, ddp: bool, port: int, models: list[dict], warmup: int, steps: int, results) -> None:
+    if ddp:
+        import torch.distributed as dist
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    results[rank] = step_times(models, rank, world, ddp, warmup, steps)
+    if ddp:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(models: list[dict], world: int, ddp: bool, warmup: int, steps: int) -> list[float]:
+    """Each model's ms per step, averaged over the processes that stepped it at once."""
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(worker, args=(world, ddp, free_port(), models, warmup, steps, results), nprocs=world, join=True)
+        per_rank = [results[r] for r in range(world)]
+    return [sum(times) / world for times in zip(*per_rank)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["image", "tabular", "text", "recommender"])
+    parser.add_argument("--warmup", type=int, default=5, help="steps before timing, per model")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per model")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_parallel_cpu.json"))
+    args = parser.parse_args()
+
+    print(f"planning {', '.join(args.tasks)} (data stages on Ray Data) ...", flush=True)
+    models = plan_models(args.tasks)
+    setups = {"one process": (1, False), "two independent processes": (2, False), "two DDP workers": (2, True)}
+    times = {}
+    for name, (world, ddp) in setups.items():
+        print(f"{name}: {len(models)} models, {args.steps} steps each ...", flush=True)
+        times[name] = measure(models, world, ddp, args.warmup, args.steps)
+
+    results = []
+    for i, m in enumerate(models):
+        batch = m["config"]["train"]["batch_size"]
+        ms = {name: times[name][i] for name in setups}
+        rows_per_s = {name: setups[name][0] * batch / (ms[name] / 1000) for name in setups}
+        one = rows_per_s["one process"]
+        results.append({"model": m["label"], "batch_size": batch, "ms_per_step": ms, "rows_per_s": rows_per_s,
+                        "independent_over_one": rows_per_s["two independent processes"] / one,
+                        "ddp_over_one": rows_per_s["two DDP workers"] / one})
+        print(f"  {m['label']:<32} batch {batch:>5}  " + "  ".join(f"{n}: {v:6.1f} ms" for n, v in ms.items())
+              + f"  -> 2 DDP workers {results[-1]['ddp_over_one']:.2f}x one process", flush=True)
+    out = {"command": "python benchmarks/data_parallel_cpu.py" + (f" --tasks {' '.join(args.tasks)}" if args.tasks != parser.get_default("tasks") else ""),
+           "cpus": os.cpu_count(), "steps": args.steps, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
