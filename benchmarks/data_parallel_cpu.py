@@ -16,8 +16,8 @@ the second worker buys.
     python benchmarks/data_parallel_cpu.py                 # every task
     python benchmarks/data_parallel_cpu.py --tasks text    # some of them
 
-Reported per model: milliseconds per step, rows per second of each set-up, and two ratios against one
-process: two independent processes (the most two workers can give here) and two DDP workers.
+Reported per model: milliseconds per step (the median of `--rounds` runs of each set-up, interleaved),
+rows per second of each set-up, and two ratios against one process: two independent processes (the most two workers can give here) and two DDP workers.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -127,16 +128,19 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="+", default=["image", "tabular", "text", "recommender"])
     parser.add_argument("--warmup", type=int, default=5, help="steps before timing, per model")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per model")
+    parser.add_argument("--rounds", type=int, default=3, help="each set-up's runs; the median is reported")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_parallel_cpu.json"))
     args = parser.parse_args()
 
     print(f"planning {', '.join(args.tasks)} (data stages on Ray Data) ...", flush=True)
     models = plan_models(args.tasks)
     setups = {"one process": (1, False), "two independent processes": (2, False), "two DDP workers": (2, True)}
-    times = {}
-    for name, (world, ddp) in setups.items():
-        print(f"{name}: {len(models)} models, {args.steps} steps each ...", flush=True)
-        times[name] = measure(models, world, ddp, args.warmup, args.steps)
+    rounds: dict[str, list[list[float]]] = {name: [] for name in setups}
+    for round_ in range(args.rounds):  # set-ups interleaved, so a slow spell of the machine hits all of them
+        for name, (world, ddp) in setups.items():
+            print(f"round {round_ + 1}/{args.rounds}, {name}: {len(models)} models, {args.steps} steps each ...", flush=True)
+            rounds[name].append(measure(models, world, ddp, args.warmup, args.steps))
+    times = {name: [statistics.median(per_model) for per_model in zip(*r)] for name, r in rounds.items()}
 
     results = []
     for i, m in enumerate(models):
@@ -150,7 +154,7 @@ def main() -> int:
         print(f"  {m['label']:<32} batch {batch:>5}  " + "  ".join(f"{n}: {v:6.1f} ms" for n, v in ms.items())
               + f"  -> 2 DDP workers {results[-1]['ddp_over_one']:.2f}x one process", flush=True)
     out = {"command": "python benchmarks/data_parallel_cpu.py" + (f" --tasks {' '.join(args.tasks)}" if args.tasks != parser.get_default("tasks") else ""),
-           "cpus": os.cpu_count(), "steps": args.steps, "results": results}
+           "cpus": os.cpu_count(), "steps": args.steps, "rounds": args.rounds, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

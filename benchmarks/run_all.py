@@ -124,7 +124,7 @@ def section_data_parallel(d: dict) -> list[str]:
              f"{r['independent_over_one']:.2f}x", f"**{r['ddp_over_one']:.2f}x**"] for r in d["results"]]
     return ["## Data parallelism on this CPU: one process vs two (independent, DDP)", "",
             f"`{d['command']}`: each model the demo trains, on its own training rows and batch size, {d['steps']} timed steps "
-            f"per set-up ({d['cpus']} CPUs, one thread per process). Two independent processes show what two workers can "
+            f"per set-up, the median of {d.get('rounds', 1)} interleaved rounds ({d['cpus']} CPUs, one thread per process). Two independent processes show what two workers can "
             "give here at best; two DDP workers (gloo) add the gradient all-reduce every step.", "",
             *table(["model", "batch", *[f"{s}: ms/step" for s in setups], "rows/s: 2 independent / 1", "rows/s: 2 DDP / 1"], rows)]
 
