@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -106,15 +105,11 @@ def worker(rank: int, world: int, ddp: bool, port: int, models: list[dict], warm
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(models: list[dict], world: int, ddp: bool, warmup: int, steps: int) -> list[float]:
     """Each model's ms per step, averaged over the processes that stepped it at once."""
     import torch.multiprocessing as mp
+
+    from pipeline.serve.server import free_port
 
     with mp.Manager() as manager:
         results = manager.dict()
