@@ -56,8 +56,8 @@ def plan_models(tasks: list[str]) -> list[dict]:
     return models
 
 
-def step_times(models: list[dict], rank: int, world: int, ddp: bool, warmup: int, steps: int) -> list[float]:
-    """Milliseconds per step of each model on this process (rank `rank` of `world` stepping at once)."""
+def step_times(models: list[dict], rank: int, ddp: bool, warmup: int, steps: int) -> list[float]:
+    """Milliseconds per step of each model on this process (`rank` seeds its batch order)."""
     import numpy as np
     import torch
 
@@ -100,7 +100,7 @@ def worker(rank: int, world: int, ddp: bool, port: int, models: list[dict], warm
 
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    results[rank] = step_times(models, rank, world, ddp, warmup, steps)
+    results[rank] = step_times(models, rank, ddp, warmup, steps)
     if ddp:
         dist.destroy_process_group()
 
