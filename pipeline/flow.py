@@ -316,7 +316,9 @@ def plan_run(cfg: PipelineConfig, output_dir: str, registry: Registry | None = N
         if task.is_baseline(ccfg):
             continue
         tc = ccfg.train
-        log(f"[{labels[name]}] training {run_id}: {tc.num_workers} worker(s){' with GPU' if tc.use_gpu else ''}, "
+        workers = (f"1 of {tc.num_workers} workers alone (data_parallel: false), batch {tc.batch_size * tc.num_workers}"
+                   if tc.num_workers > 1 and not tc.data_parallel else f"{tc.num_workers} worker(s)")
+        log(f"[{labels[name]}] training {run_id}: {workers}{' with GPU' if tc.use_gpu else ''}, "
             f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")
         note = resources_note(tc.num_workers, tc.cpus_per_worker, 1 if tc.use_gpu else 0)
         if note:

@@ -86,13 +86,15 @@ class InMemoryShard:
     `trainer.in_memory_datasets`): every worker reads the same arrays (zero-copy on its node) and keeps the
     rows Ray Train's equal streaming split would give its rank."""
 
-    def __init__(self, handed: dict, rank: int):
-        self.handed, self.rank = handed, rank
+    def __init__(self, handed: dict, rank: int | None):
+        self.handed, self.rank = handed, rank  # rank None: every row (a model one worker trains alone)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         import ray
 
-        return take_rows(ray.get(self.handed["rows"]), self.handed["ranges"][self.rank])
+        arrays = ray.get(self.handed["rows"])
+        whole = [(0, len(next(iter(arrays.values()))))]
+        return take_rows(arrays, whole if self.rank is None else self.handed["ranges"][self.rank])
 
 
 def take_rows(arrays: dict[str, np.ndarray], ranges: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -184,6 +186,8 @@ def quiet_train_worker_logs() -> None:
 class TrainSession:
     """The loop's view of a Ray Train worker: rank, shards, checkpoints, reports, DDP."""
 
+    batch_scale = 1  # a step's rows are train.batch_size times this
+
     def __init__(self, in_memory: dict | None = None):
         import ray.train
 
@@ -241,7 +245,8 @@ class CandidateSession(TrainSession):
     candidates report different metrics, which no one ranking of checkpoints could serve), so the
     session keeps the candidate's ranked epochs (`rank_epoch`) under `<model_dir>.ranked/` itself, and
     when the candidate ends writes the best one's model folder to `model_dir` with the whole history:
-    storage URIs every node of a cluster sees."""
+    storage URIs every node of a cluster sees. The latest epoch is always among the ranked ones, and
+    `latest.json` there names it once its copy is whole."""
 
     def __init__(self, in_memory: dict | None, candidate: dict, resume):
         super().__init__(in_memory)
@@ -257,27 +262,71 @@ class CandidateSession(TrainSession):
     def epoch_dir(self, epoch: int) -> str:
         return storage.join(self.ranked_dir, f"epoch_{epoch:05d}")
 
-    def report(self, metrics: dict, checkpoint_dir: str | None, ranks: tuple = (False, [])) -> None:
+    def keep_ranked(self, epoch: int, checkpoint_dir: str | None, ranks: tuple) -> None:
         """`ranks`: whether this epoch is among the ranked ones, and the epochs that dropped out."""
         ranked, dropped = ranks
         if checkpoint_dir and ranked:
-            storage.copy_dir(checkpoint_dir, self.epoch_dir(int(metrics["epoch"])))
-        for epoch in dropped:
-            storage.delete_dir(self.epoch_dir(epoch))
+            storage.copy_dir(checkpoint_dir, self.epoch_dir(epoch))
+            write_json(storage.join(self.ranked_dir, LATEST_FILE), {"epoch": epoch})
+        for old in dropped:
+            storage.delete_dir(self.epoch_dir(old))
+
+    def report(self, metrics: dict, checkpoint_dir: str | None, ranks: tuple = (False, [])) -> None:
+        self.keep_ranked(int(metrics["epoch"]), checkpoint_dir, ranks)
         super().report(metrics, checkpoint_dir)
 
     def finish(self, history: dict) -> None:
         if history["best_epoch"]:
             storage.copy_dir(self.epoch_dir(history["best_epoch"]), self.candidate["model_dir"])
-        storage.write_json(storage.join(self.candidate["model_dir"], HISTORY_FILE), history)
+        storage.write_json(storage.join(self.candidate["model_dir"], HISTORY_FILE), history)  # last: marks it done
         storage.delete_dir(self.ranked_dir)
+
+
+LATEST_FILE = "latest.json"
+
+
+def finished(candidate: dict) -> bool:
+    """Whether a candidate's model folder is complete (its history is written last)."""
+    return storage.exists(storage.join(candidate["model_dir"], HISTORY_FILE))
+
+
+class AloneSession(CandidateSession):
+    """A candidate with `train.data_parallel: false` in a group of several workers: this worker trains it
+    by itself (no DDP, no gradient all-reduce) on the whole training split, `batch_size` times the
+    group's workers rows per step (the global batch of a data-parallel run), while the other workers
+    train other such candidates. Its reports stay out of Ray Train, whose reports are collective over
+    the workers; it resumes after a restart from its latest ranked epoch."""
+
+    rank, world = 0, 1
+
+    def __init__(self, in_memory: dict, candidate: dict, group_world: int):
+        CandidateSession.__init__(self, in_memory, candidate, None)
+        self.rank, self.world, self.batch_scale = 0, 1, group_world
+
+    def dataset(self, name: str):
+        return InMemoryShard(self.in_memory[self.candidate["datasets"][name]], None)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device())
+
+    def checkpoint(self):
+        import ray.train
+
+        latest = storage.join(self.ranked_dir, LATEST_FILE)
+        if not storage.exists(latest):
+            return None
+        path, filesystem = storage.ray_storage(self.epoch_dir(int(storage.read_json(latest)["epoch"])))
+        return ray.train.Checkpoint(path, filesystem=filesystem)
+
+    def report(self, metrics: dict, checkpoint_dir: str | None, ranks: tuple = (False, [])) -> None:
+        self.keep_ranked(int(metrics["epoch"]), checkpoint_dir, ranks)
 
 
 class TuneSession:
     """The same loop as one Ray Tune trial (a single process): datasets are passed in whole,
     checkpoints and reports go to Tune (so ASHA can stop it and PBT can clone and perturb it)."""
 
-    rank, world = 0, 1
+    rank, world, batch_scale = 0, 1, 1
 
     def __init__(self, datasets: dict):
         self.datasets = datasets
@@ -315,22 +364,69 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run_training(loop_config, TrainSession(loop_config.get("in_memory")))
 
 
+def trains_alone(candidate: dict, in_memory: dict | None, world: int) -> bool:
+    """`train.data_parallel: false` in a group of several workers, with its splits handed over whole
+    (small materialised data, `cache_data`); otherwise it trains data-parallel like the rest."""
+    handed = in_memory or {}
+    return (world > 1 and not candidate["config"]["train"].get("data_parallel", True)
+            and all(key in handed for key in candidate["datasets"].values()))
+
+
+def schedule(candidates: list[dict], in_memory: dict | None, world: int) -> list[tuple[bool, list[dict]]]:
+    """The group's candidates in order as (alone, candidates) parts: each data-parallel candidate on its
+    own, and each run of consecutive candidates that train alone as one pool."""
+    parts: list[tuple[bool, list[dict]]] = []
+    for candidate in candidates:
+        alone = trains_alone(candidate, in_memory, world)
+        if alone and parts and parts[-1][0]:
+            parts[-1][1].append(candidate)
+        else:
+            parts.append((alone, [candidate]))
+    return parts
+
+
+def train_pool(pool: list[dict], in_memory: dict, part: int, world: int) -> None:
+    """Every worker takes the pool's next candidate whenever it is free (a counter in the process
+    group's store), so small models of unequal cost keep both workers busy; then waits for the others.
+    A candidate's model does not depend on which worker trains it (its seed and data are its own)."""
+    import torch.distributed as dist
+
+    store = dist.distributed_c10d._get_default_store()
+    claims, done = f"pipeline/pool{part}/next", f"pipeline/pool{part}/done"
+    while (i := store.add(claims, 1) - 1) < len(pool):
+        if not finished(pool[i]):
+            run_training(pool[i], AloneSession(in_memory, pool[i], world))
+    store.add(done, 1)
+    while store.add(done, 0) < world:  # polled, not a collective: no time-out however long the others take
+        time.sleep(0.05)
+
+
 def train_candidates_per_worker(group: dict[str, Any]) -> None:
     """Ray Train's entry point for a task's model candidates: each in turn on the same workers, so the
-    worker group starts once (seconds per start) instead of once per candidate. After a restart the
-    latest checkpoint says which candidate was training: those before it are done (their model folders
-    are written), it resumes, the rest start fresh."""
+    worker group starts once (seconds per start) instead of once per candidate; candidates that train
+    alone (`trains_alone`) side by side, one per worker. After a restart, candidates with a complete
+    model folder are done; the one the latest checkpoint names resumes from it, one that trains alone
+    from its own latest epoch, the rest start fresh."""
     import ray.train
 
     from pipeline.train.checkpoint import checkpoint_json
 
-    candidates = group["candidates"]
-    names = [c["name"] for c in candidates]
+    in_memory = group.get("in_memory")
+    context = ray.train.get_context()
+    world = context.get_world_size()
+    for candidate in group["candidates"]:
+        asked = world > 1 and not candidate["config"]["train"].get("data_parallel", True)
+        if asked and context.get_world_rank() == 0 and not trains_alone(candidate, in_memory, world):
+            print(f"[{candidate['label']}] trains data-parallel: train.data_parallel false needs its splits handed to "
+                  "the workers whole (train.cache_data, materialised and small)", flush=True)
     resume = ray.train.get_checkpoint()
     current = checkpoint_json(resume, HISTORY_FILE).get("candidate") if resume else None
-    first = names.index(current) if current in names else 0
-    for i, candidate in enumerate(candidates[first:], start=first):
-        run_training(candidate, CandidateSession(group.get("in_memory"), candidate, resume if i == first else None))
+    for part, (alone, candidates) in enumerate(schedule(group["candidates"], in_memory, world)):
+        if alone:
+            train_pool(candidates, in_memory, part, world)
+        elif not finished(candidates[0]):
+            candidate = candidates[0]
+            run_training(candidate, CandidateSession(in_memory, candidate, resume if candidate["name"] == current else None))
 
 
 def run_training(loop_config: dict[str, Any], session) -> None:
@@ -375,8 +471,9 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     precision = amp_dtype(device, tc.amp_dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and precision == torch.float16)
     train_rows = int(loop_config["train_rows"])
-    steps_per_epoch = max(1, train_rows // world // tc.batch_size)
-    drop_last = train_rows // world > tc.batch_size
+    batch_size = tc.batch_size * session.batch_scale
+    steps_per_epoch = max(1, train_rows // world // batch_size)
+    drop_last = train_rows // world > batch_size
     train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank, channels_last)
     val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed, channels_last)
     model_files = (json_bytes(prep_state), json_bytes(loop_config["config"])) if rank == 0 else None  # once, not per epoch
@@ -388,7 +485,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
         model.train()
         loss_sum, rows = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
         lr = tc.lr
-        for step, batch in enumerate(train_data.batches(epoch, tc.batch_size, shuffle=True, drop_last=drop_last)):
+        for step, batch in enumerate(train_data.batches(epoch, batch_size, shuffle=True, drop_last=drop_last)):
             lr = tc.lr * lr_factor(tc.schedule, epoch + min(step / steps_per_epoch, 1.0), tc.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -407,7 +504,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
         model.eval()
         val_sums: dict[str, Any] = {}
         with torch.no_grad(), torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
-            for batch in val_data.batches(epoch, max(tc.batch_size, 256), shuffle=False):
+            for batch in val_data.batches(epoch, max(batch_size, 256), shuffle=False):
                 for k, v in task.eval_sums(task.forward(model, batch), batch).items():
                     val_sums[k] = val_sums.get(k, 0.0) + v
         sums = {"train_loss_sum": float(loss_sum), "train_rows": float(rows), **{k: float(v) for k, v in val_sums.items()}}

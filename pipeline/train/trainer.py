@@ -221,7 +221,10 @@ def fit_group(candidates: list[Candidate], storage_path: str, name: str) -> Grou
         starts = [t for t in history.get("loop_started_at", []) if t >= fit_started]
         outcomes[candidate.name] = TrainOutcome(best[-1] if best else {}, history["epochs"], history["resumed_from"],
                                                 history.get("worker_nodes", []), min(starts, default=None), history.get("reported_at"))
-    return GroupFit(outcomes, train_phases(fit_started, histories[0].get("loop_started_at", []), histories[-1].get("reported_at"), fit_ended))
+    # The first loop start and the last report of any candidate (those that train alone run side by side).
+    starts = sorted(t for h in histories for t in h.get("loop_started_at", []))
+    reports = [h["reported_at"] for h in histories if h.get("reported_at") is not None]
+    return GroupFit(outcomes, train_phases(fit_started, starts, max(reports, default=None), fit_ended))
 
 
 def train_phases(fit_started: float, loop_started_at: list[float], reported_at: float | None, fit_ended: float) -> dict[str, float]:

@@ -204,3 +204,49 @@ def test_candidates_share_one_worker_group_and_a_killed_worker_resumes_the_one_t
         assert not (run / "candidates" / name / "model.ranked").exists()  # only the best epoch's model stays
     assert set(metrics["candidates"]) == {"first", "second"} and metrics["test"]["accuracy"] > 0.9
     assert len(list(run.glob("checkpoints/*"))) == 1  # one Ray Train run for both
+
+
+def test_candidates_that_train_alone_share_the_workers_side_by_side_and_resume_as_if_never_killed(tmp_path):
+    """`train.data_parallel: false`: two candidates train at the same time, one per worker, after a
+    data-parallel one; a worker killed while they train restarts the group, the data-parallel candidate
+    is not trained again and each alone candidate resumes from its own latest epoch. The resumed
+    model is the one a single worker trains without interruption (whole split, twice the batch)."""
+    alone = {"train": {"data_parallel": False}}
+    cfg = load_config("image", overrides={**QUICK, "train.max_failures": 1, "train.batch_size": 8,
+                                          "candidates.models": {"shared": {}, "a": alone, "b": {"train": {"data_parallel": False, "lr": 0.002}}}})
+    run = tmp_path / "run"
+    killed: dict = {}
+
+    def kill_while_a_trains():
+        deadline = time.monotonic() + 300
+        latest = run / "candidates" / "a" / "model.ranked" / "latest.json"
+        while time.monotonic() < deadline:
+            if latest.exists():  # a's epoch 1 (or later) is kept
+                pid = alive_training_workers()[-1]
+                os.kill(pid, signal.SIGKILL)
+                killed["pid"] = pid
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_while_a_trains, daemon=True)
+    killer.start()
+    metrics = run_pipeline(cfg, str(run), Registry(str(tmp_path / "registry")), log=quiet)
+    killer.join(timeout=10)
+    assert killed, "no training worker was killed"
+    histories = {name: json.loads((run / "candidates" / name / "model" / "history.json").read_text()) for name in ("shared", "a", "b")}
+    assert len(histories["shared"]["loop_started_at"]) == 1 and len(histories["shared"]["worker_nodes"][0]) == 2  # DDP, once
+    assert all(len(nodes) == 1 for name in "ab" for nodes in histories[name]["worker_nodes"])  # one worker each
+    assert len(histories["a"]["resumed_from"]) == 1 and 1 <= histories["a"]["resumed_from"][0] < 3
+    a, b = histories["a"], histories["b"]
+    assert a["loop_started_at"][0] < b["reported_at"] and b["loop_started_at"][0] < a["reported_at"]  # side by side
+    for name, history in histories.items():
+        assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3], name
+        assert (run / "candidates" / name / "model" / "model.safetensors").exists()
+        assert not (run / "candidates" / name / "model.ranked").exists()
+    assert len(list(run.glob("checkpoints/*"))) == 1 and metrics["test"]["accuracy"] > 0.9
+
+    one = load_config("image", overrides={**QUICK, "train.num_workers": 1, "train.batch_size": 16})
+    reference = run_pipeline(one, str(tmp_path / "one"), Registry(str(tmp_path / "registry")), promote=False, log=quiet)
+    for ours, theirs in zip(a["epochs"], reference["train"]["history"], strict=True):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-6)
+        assert (ours["val_loss"], ours["val_accuracy"]) == pytest.approx((theirs["val_loss"], theirs["val_accuracy"]), rel=1e-6)

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.models import unwrap
 from pipeline.timing import Stopwatch, Timings
-from pipeline.train.loop import ShardData, amp_dtype, make_optimizer, take_rows, uses_conv2d
+from pipeline.train.loop import InMemoryShard, ShardData, amp_dtype, make_optimizer, schedule, take_rows, trains_alone, uses_conv2d
 from pipeline.train.trainer import TrainOutcome, equal_split_ranges, train_phases, training_span
 
 
@@ -74,6 +74,33 @@ class Rows:
 
     def __init__(self, n):
         self.data = {"x": torch.arange(n, dtype=torch.float32)[:, None], "y": torch.arange(n)}
+
+
+def candidate(name: str, data_parallel: bool = True, datasets=("train_0", "val_1")) -> dict:
+    return {"name": name, "config": {"train": {"data_parallel": data_parallel}}, "datasets": dict(zip(("train", "val"), datasets))}
+
+
+def test_candidates_that_train_alone_pool_when_consecutive_and_only_with_whole_splits_and_several_workers():
+    handed = {"train_0": {}, "val_1": {}}
+    shared, a, b, c = candidate("shared"), candidate("a", False), candidate("b", False), candidate("c", False)
+    parts = schedule([a, shared, b, c, shared], handed, world=2)
+    assert [(alone, [x["name"] for x in group]) for alone, group in parts] == [
+        (True, ["a"]), (False, ["shared"]), (True, ["b", "c"]), (False, ["shared"])]
+    assert trains_alone(a, handed, 2) and not trains_alone(shared, handed, 2)
+    assert not trains_alone(a, handed, 1)  # one worker: nothing to train beside it
+    assert not trains_alone(a, {"train_0": {}}, 2)  # its val split streams: every worker holds only a shard of it
+    assert not trains_alone(a, None, 2)
+
+
+def test_a_worker_training_alone_gets_every_row_of_a_split_handed_whole(monkeypatch):
+    import ray
+
+    arrays = {"x": np.arange(10), "y": np.arange(10) * 2}
+    monkeypatch.setattr(ray, "get", lambda ref: ref)
+    handed = {"rows": arrays, "ranges": [[(0, 5)], [(5, 10)]]}
+    assert InMemoryShard(handed, 1).tensors()["x"].tolist() == [5, 6, 7, 8, 9]
+    whole = InMemoryShard(handed, None).tensors()
+    assert whole["x"].tolist() == list(range(10)) and whole["y"].tolist() == list(range(0, 20, 2))
 
 
 def test_cached_shard_batches_are_a_seeded_permutation(monkeypatch):
