@@ -1,10 +1,13 @@
 """Does data parallelism pay on this machine's CPU? Each model the demo trains, stepped on its own training
-rows in three set-ups, from the same process tree one after another:
+rows in four set-ups, from the same process tree one after another:
 
 - one process (one thread, as a training worker runs);
 - two independent processes, each stepping its own copy: what two workers could give at best here, so
   the gap to twice one process is the cores' contention (shared caches, memory bandwidth, other processes);
-- two DDP processes (gloo, as Ray Train's CPU workers): each steps its batch and all-reduces gradients.
+- two DDP processes (gloo, as Ray Train's CPU workers): each steps its batch and all-reduces gradients;
+- two independent processes, each standing in for both DDP ranks: how `train.data_parallel: false`
+  candidates train (a step accumulates the gradients of two batches, one per rank, then updates once),
+  two models side by side.
 
 The models, configs, preprocessors and rows are the pipeline's own: every task is planned as `pipeline
 demo` plans it (data stages and features on Ray Data), its trained candidates built by the task plug-in
@@ -17,7 +20,7 @@ the second worker buys.
     python benchmarks/data_parallel_cpu.py --tasks text    # some of them
 
 Reported per model: milliseconds per step (the median of `--rounds` runs of each set-up, interleaved),
-rows per second of each set-up, and two ratios against one process: two independent processes (the most two workers can give here) and two DDP workers.
+rows per second of each set-up, and three ratios against one process: two independent processes (the most two workers can give here), two DDP workers, and two processes each standing in for both ranks.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ def plan_models(tasks: list[str]) -> list[dict]:
     return models
 
 
-def step_times(models: list[dict], rank: int, ddp: bool, warmup: int, steps: int) -> list[float]:
-    """Milliseconds per step of each model on this process (`rank` seeds its batch order)."""
+def step_times(models: list[dict], rank: int, ddp: bool, warmup: int, steps: int, parts: int = 1) -> list[float]:
+    """Milliseconds per step of each model on this process (`rank` seeds its batch order); a step of
+    `parts` batches of the candidate's batch size accumulates their gradients (as a worker standing in
+    for `parts` ranks does), then updates once."""
     import numpy as np
     import torch
 
@@ -83,29 +88,30 @@ def step_times(models: list[dict], rank: int, ddp: bool, warmup: int, steps: int
         for step in range(warmup + steps):
             if step == warmup:
                 started = time.perf_counter()
-            start = (step * size) % max(n - size, 1)
-            batch = {k: v[order[start:start + size]] for k, v in rows.items()}
-            batch = task.augment(cfg, batch)
-            loss = task.loss(cfg, task.forward(model, batch), batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for part in range(parts):
+                start = ((step * parts + part) * size) % max(n - size, 1)
+                batch = {k: v[order[start:start + size]] for k, v in rows.items()}
+                batch = task.augment(cfg, batch)
+                loss = task.loss(cfg, task.forward(model, batch), batch)
+                (loss if parts == 1 else loss / parts).backward()
             optimizer.step()
         out.append((time.perf_counter() - started) / steps * 1000)
     return out
 
 
-def worker(rank: int, world: int, ddp: bool, port: int, models: list[dict], warmup: int, steps: int, results) -> None:
+def worker(rank: int, world: int, ddp: bool, port: int, models: list[dict], warmup: int, steps: int, parts: int, results) -> None:
     if ddp:
         import torch.distributed as dist
 
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    results[rank] = step_times(models, rank, ddp, warmup, steps)
+    results[rank] = step_times(models, rank, ddp, warmup, steps, parts)
     if ddp:
         dist.destroy_process_group()
 
 
-def measure(models: list[dict], world: int, ddp: bool, warmup: int, steps: int) -> list[float]:
+def measure(models: list[dict], world: int, ddp: bool, warmup: int, steps: int, parts: int = 1) -> list[float]:
     """Each model's ms per step, averaged over the processes that stepped it at once."""
     import torch.multiprocessing as mp
 
@@ -113,7 +119,7 @@ def measure(models: list[dict], world: int, ddp: bool, warmup: int, steps: int) 
 
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(worker, args=(world, ddp, free_port(), models, warmup, steps, results), nprocs=world, join=True)
+        mp.spawn(worker, args=(world, ddp, free_port(), models, warmup, steps, parts, results), nprocs=world, join=True)
         per_rank = [results[r] for r in range(world)]
     return [sum(times) / world for times in zip(*per_rank)]
 
@@ -129,25 +135,28 @@ def main() -> int:
 
     print(f"planning {', '.join(args.tasks)} (data stages on Ray Data) ...", flush=True)
     models = plan_models(args.tasks)
-    setups = {"one process": (1, False), "two independent processes": (2, False), "two DDP workers": (2, True)}
+    # name: (processes, DDP, batches per step)
+    setups = {"one process": (1, False, 1), "two independent processes": (2, False, 1), "two DDP workers": (2, True, 1),
+              "two alone, each for both ranks": (2, False, 2)}
     rounds: dict[str, list[list[float]]] = {name: [] for name in setups}
     for round_ in range(args.rounds):  # set-ups interleaved, so a slow spell of the machine hits all of them
-        for name, (world, ddp) in setups.items():
+        for name, (world, ddp, parts) in setups.items():
             print(f"round {round_ + 1}/{args.rounds}, {name}: {len(models)} models, {args.steps} steps each ...", flush=True)
-            rounds[name].append(measure(models, world, ddp, args.warmup, args.steps))
+            rounds[name].append(measure(models, world, ddp, args.warmup, args.steps, parts))
     times = {name: [statistics.median(per_model) for per_model in zip(*r)] for name, r in rounds.items()}
 
     results = []
     for i, m in enumerate(models):
         batch = m["config"]["train"]["batch_size"]
         ms = {name: times[name][i] for name in setups}
-        rows_per_s = {name: setups[name][0] * batch / (ms[name] / 1000) for name in setups}
+        rows_per_s = {name: setups[name][0] * setups[name][2] * batch / (ms[name] / 1000) for name in setups}
         one = rows_per_s["one process"]
         results.append({"model": m["label"], "batch_size": batch, "ms_per_step": ms, "rows_per_s": rows_per_s,
                         "independent_over_one": rows_per_s["two independent processes"] / one,
-                        "ddp_over_one": rows_per_s["two DDP workers"] / one})
+                        "ddp_over_one": rows_per_s["two DDP workers"] / one,
+                        "alone_over_one": rows_per_s["two alone, each for both ranks"] / one})
         print(f"  {m['label']:<32} batch {batch:>5}  " + "  ".join(f"{n}: {v:6.1f} ms" for n, v in ms.items())
-              + f"  -> 2 DDP workers {results[-1]['ddp_over_one']:.2f}x one process", flush=True)
+              + f"  -> 2 DDP workers {results[-1]['ddp_over_one']:.2f}x, 2 alone {results[-1]['alone_over_one']:.2f}x one process", flush=True)
     out = {"command": "python benchmarks/data_parallel_cpu.py" + (f" --tasks {' '.join(args.tasks)}" if args.tasks != parser.get_default("tasks") else ""),
            "cpus": os.cpu_count(), "steps": args.steps, "rounds": args.rounds, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -120,13 +120,18 @@ def section_train_loop(d: dict, title: str) -> list[str]:
 
 def section_data_parallel(d: dict) -> list[str]:
     setups = list(d["results"][0]["ms_per_step"])
+    alone = "alone_over_one" in d["results"][0]
     rows = [[r["model"], r["batch_size"], *[num(r["ms_per_step"][s], 1) for s in setups],
-             f"{r['independent_over_one']:.2f}x", f"**{r['ddp_over_one']:.2f}x**"] for r in d["results"]]
-    return ["## Data parallelism on this CPU: one process vs two (independent, DDP)", "",
+             f"{r['independent_over_one']:.2f}x", f"**{r['ddp_over_one']:.2f}x**", *([f"**{r['alone_over_one']:.2f}x**"] if alone else [])]
+            for r in d["results"]]
+    return ["## Data parallelism on this CPU: one process vs two (independent, DDP, alone)", "",
             f"`{d['command']}`: each model the demo trains, on its own training rows and batch size, {d['steps']} timed steps "
             f"per set-up, the median of {d.get('rounds', 1)} interleaved rounds ({d['cpus']} CPUs, one thread per process). Two independent processes show what two workers can "
-            "give here at best; two DDP workers (gloo) add the gradient all-reduce every step.", "",
-            *table(["model", "batch", *[f"{s}: ms/step" for s in setups], "rows/s: 2 independent / 1", "rows/s: 2 DDP / 1"], rows)]
+            "give here at best; two DDP workers (gloo) add the gradient all-reduce every step"
+            + ("; two alone, each standing in for both ranks (two batches a step, gradients accumulated), are how "
+               "`train.data_parallel: false` candidates train, side by side." if alone else "."), "",
+            *table(["model", "batch", *[f"{s}: ms/step" for s in setups], "rows/s: 2 independent / 1", "rows/s: 2 DDP / 1",
+                    *(["rows/s: 2 alone / 1"] if alone else [])], rows)]
 
 
 def section_data_stages(d: dict, title: str = "Data stages: Ray Data vs pandas (ingest, clean, features)") -> list[str]:

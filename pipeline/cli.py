@@ -133,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="runs/demo", help="folder of the runs, one per task")
     demo.add_argument("--registry", help=REGISTRY_HELP)
     demo.add_argument("--tasks", nargs="+", choices=task_names(), help="subset of tasks (default: all)")
-    demo.add_argument("--num-workers", type=int, help="data-parallel training workers per task")
+    demo.add_argument("--num-workers", type=int, help="training workers (default: each task's, 2)")
+    demo.add_argument("--no-pack", action="store_true",
+                      help="train each task's candidates as `pipeline run` does (the image CNN, BiLSTM and neural ranking "
+                           "model data-parallel over the workers) instead of every candidate on one worker, side by side "
+                           "(the same models either way)")
     demo.add_argument("--port", type=int, default=0, help="port for the HTTP check (default: a free one)")
     demo.add_argument("--no-serve", action="store_true", help="skip the HTTP check")
     demo.add_argument("--address", help=ADDRESS_HELP)

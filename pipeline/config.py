@@ -231,7 +231,7 @@ class TrainConfig(Section):
     amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"  # auto: bf16 where supported, else fp16 with loss scaling
     compile: bool = False  # torch.compile the model (pays a compile on the first epoch)
     num_workers: PositiveInt
-    data_parallel: bool = True  # false: one worker trains it alone (whole split, batch_size x num_workers rows a step), other such candidates on the others
+    data_parallel: bool = True  # false: one worker trains it alone, standing in for every rank (the same model), other such candidates on the others
     use_gpu: bool  # one GPU per worker
     cpus_per_worker: PositiveInt  # CPUs each training worker reserves
     max_failures: NonNegativeInt  # restarts from the latest checkpoint after a worker dies

@@ -316,7 +316,7 @@ def plan_run(cfg: PipelineConfig, output_dir: str, registry: Registry | None = N
         if task.is_baseline(ccfg):
             continue
         tc = ccfg.train
-        workers = (f"1 of {tc.num_workers} workers alone (data_parallel: false), batch {tc.batch_size * tc.num_workers}"
+        workers = (f"1 of {tc.num_workers} workers, standing in for all {tc.num_workers} ranks (data_parallel: false)"
                    if tc.num_workers > 1 and not tc.data_parallel else f"{tc.num_workers} worker(s)")
         log(f"[{labels[name]}] training {run_id}: {workers}{' with GPU' if tc.use_gpu else ''}, "
             f"{tc.epochs} epochs, {tc.optimizer} lr={tc.lr:g} schedule={tc.schedule.name}")

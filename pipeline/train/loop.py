@@ -6,6 +6,7 @@ shards, AMP, optimizer, LR schedule, checkpoint per epoch, resume, early stoppin
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -86,15 +87,13 @@ class InMemoryShard:
     `trainer.in_memory_datasets`): every worker reads the same arrays (zero-copy on its node) and keeps the
     rows Ray Train's equal streaming split would give its rank."""
 
-    def __init__(self, handed: dict, rank: int | None):
-        self.handed, self.rank = handed, rank  # rank None: every row (a model one worker trains alone)
+    def __init__(self, handed: dict, rank: int):
+        self.handed, self.rank = handed, rank
 
     def tensors(self) -> dict[str, torch.Tensor]:
         import ray
 
-        arrays = ray.get(self.handed["rows"])
-        whole = [(0, len(next(iter(arrays.values()))))]
-        return take_rows(arrays, whole if self.rank is None else self.handed["ranges"][self.rank])
+        return take_rows(ray.get(self.handed["rows"]), self.handed["ranges"][self.rank])
 
 
 def take_rows(arrays: dict[str, np.ndarray], ranges: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -155,6 +154,52 @@ class ShardData:
             yield self.layout(batch)  # indexing drops channels-last strides: one copy kernel on the GPU, nothing on CPU
 
 
+class RankStreams:
+    """The random streams (dropout, augmentation, negative sampling) of the data-parallel ranks a process
+    steps, seeded per rank and epoch: reproducible, and different per rank. One rank: torch's global
+    generators, seeded. Several (a worker training alone for the whole group): each rank's part of a
+    step draws from that rank's own stream, saved between its turns."""
+
+    def __init__(self, seed: int, epoch: int, ranks: list[int], device: torch.device):
+        self.device, self.states = device, []
+        for rank in ranks:
+            torch.manual_seed(seed + 1000 * rank + epoch)
+            if len(ranks) > 1:
+                self.states.append(self.capture())
+
+    def capture(self) -> tuple:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def of(self, part: int):
+        if not self.states:
+            yield
+            return
+        cpu, cuda = self.states[part]
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+        try:
+            yield
+        finally:
+            self.states[part] = self.capture()
+
+
+@contextlib.contextmanager
+def rank_zero_statistics(model: torch.nn.Module, part: int):
+    """DDP broadcasts rank 0's buffers before every forward, so the batch-norm running statistics it keeps
+    follow rank 0's batches only: a worker standing in for every rank leaves them as they are during the
+    other ranks' parts (normalisation still uses each batch's own statistics)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats] if part else []
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
 def gpu_layout(model: torch.nn.Module, device: torch.device) -> bool:
     """On a GPU: cuDNN autotuning, TF32 matmuls, and a channels-last model when it has convolutions (before
     DDP wraps it, whose gradient buckets follow the parameters' layout). Returns whether batches should be
@@ -186,13 +231,12 @@ def quiet_train_worker_logs() -> None:
 class TrainSession:
     """The loop's view of a Ray Train worker: rank, shards, checkpoints, reports, DDP."""
 
-    batch_scale = 1  # a step's rows are train.batch_size times this
-
     def __init__(self, in_memory: dict | None = None):
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.data_ranks = [self.rank]  # the data-parallel ranks whose batches (and random streams) this process steps
         self.in_memory = in_memory or {}
 
     def device(self) -> torch.device:
@@ -211,6 +255,10 @@ class TrainSession:
         if name in self.in_memory:
             return InMemoryShard(self.in_memory[name], self.rank)
         return ray.train.get_dataset_shard(name)
+
+    def shards(self, name: str) -> list:
+        """The split's shard of each of `data_ranks`."""
+        return [self.dataset(name)]
 
     def checkpoint(self):
         import ray.train
@@ -292,19 +340,20 @@ def finished(candidate: dict) -> bool:
 
 class AloneSession(CandidateSession):
     """A candidate with `train.data_parallel: false` in a group of several workers: this worker trains it
-    by itself (no DDP, no gradient all-reduce) on the whole training split, `batch_size` times the
-    group's workers rows per step (the global batch of a data-parallel run), while the other workers
-    train other such candidates. Its reports stay out of Ray Train, whose reports are collective over
-    the workers; it resumes after a restart from its latest ranked epoch."""
-
-    rank, world = 0, 1
+    by itself (no DDP, no gradient all-reduce) while the other workers train other such candidates. It
+    stands in for the whole group: every step holds each rank's batch of its shard, drawn with that
+    rank's random stream, and accumulates their gradients (batch-norm running statistics follow rank 0's,
+    as DDP's do), so the model is the one data-parallel training gives, up to float rounding. Its
+    reports stay out of Ray Train, whose reports are collective over the workers; it resumes after a
+    restart from its latest ranked epoch."""
 
     def __init__(self, in_memory: dict, candidate: dict, group_world: int):
         CandidateSession.__init__(self, in_memory, candidate, None)
-        self.rank, self.world, self.batch_scale = 0, 1, group_world
+        self.rank, self.world, self.data_ranks = 0, 1, list(range(group_world))
 
-    def dataset(self, name: str):
-        return InMemoryShard(self.in_memory[self.candidate["datasets"][name]], None)
+    def shards(self, name: str) -> list:
+        handed = self.in_memory[self.candidate["datasets"][name]]
+        return [InMemoryShard(handed, rank) for rank in self.data_ranks]
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device())
@@ -326,7 +375,7 @@ class TuneSession:
     """The same loop as one Ray Tune trial (a single process): datasets are passed in whole,
     checkpoints and reports go to Tune (so ASHA can stop it and PBT can clone and perturb it)."""
 
-    rank, world, batch_scale = 0, 1, 1
+    rank, world, data_ranks = 0, 1, [0]
 
     def __init__(self, datasets: dict):
         self.datasets = datasets
@@ -339,6 +388,9 @@ class TuneSession:
 
     def dataset(self, name: str):
         return self.datasets[name]
+
+    def shards(self, name: str) -> list:
+        return [self.dataset(name)]
 
     def checkpoint(self):
         from ray import tune
@@ -471,43 +523,49 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     precision = amp_dtype(device, tc.amp_dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and precision == torch.float16)
     train_rows = int(loop_config["train_rows"])
-    batch_size = tc.batch_size * session.batch_scale
-    steps_per_epoch = max(1, train_rows // world // batch_size)
-    drop_last = train_rows // world > batch_size
-    train_data = ShardData(session.dataset("train"), device, tc.cache_data, tc.shuffle_buffer, cfg.seed + rank, channels_last)
-    val_data = ShardData(session.dataset("val"), device, tc.cache_data, 0, cfg.seed, channels_last)
+    data_world = world * len(session.data_ranks)  # the data-parallel ranks in all
+    steps_per_epoch = max(1, train_rows // data_world // tc.batch_size)
+    drop_last = train_rows // data_world > tc.batch_size
+    train_data = [ShardData(shard, device, tc.cache_data, tc.shuffle_buffer, cfg.seed + r, channels_last)
+                  for r, shard in zip(session.data_ranks, session.shards("train"))]
+    val_data = [ShardData(shard, device, tc.cache_data, 0, cfg.seed, channels_last) for shard in session.shards("val")]
     model_files = (json_bytes(prep_state), json_bytes(loop_config["config"])) if rank == 0 else None  # once, not per epoch
 
     for epoch in range(state["epoch"], 0 if state["done"] else tc.epochs):
         started = time.perf_counter()
-        # Reproducible but different per rank and epoch (dropout, augmentation, negative sampling).
-        torch.manual_seed(cfg.seed + 1000 * rank + epoch)
+        streams = RankStreams(cfg.seed, epoch, session.data_ranks, device)
         model.train()
-        loss_sum, rows = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
+        loss_sums, rows = [torch.zeros((), device=device) for _ in train_data], 0  # on the device: no host sync per step
         lr = tc.lr
-        for step, batch in enumerate(train_data.batches(epoch, batch_size, shuffle=True, drop_last=drop_last)):
+        for step, parts in enumerate(zip(*(d.batches(epoch, tc.batch_size, shuffle=True, drop_last=drop_last) for d in train_data))):
             lr = tc.lr * lr_factor(tc.schedule, epoch + min(step / steps_per_epoch, 1.0), tc.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = task.augment(cfg, batch)
-            with torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
-                outputs = task.forward(model, batch)
-                loss = task.loss(cfg, outputs, batch)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            for part, batch in enumerate(parts):  # one per data rank: DDP's gradient mean, accumulated
+                with streams.of(part), rank_zero_statistics(model, part):
+                    batch = task.augment(cfg, batch)
+                    with torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
+                        outputs = task.forward(model, batch)
+                        loss = task.loss(cfg, outputs, batch)
+                    scaler.scale(loss if len(parts) == 1 else loss / len(parts)).backward()
+                n = len(next(iter(batch.values())))
+                loss_sums[part] += loss.detach().float() * n
+                rows += n
             scaler.step(optimizer)
             scaler.update()
-            n = len(next(iter(batch.values())))
-            loss_sum += loss.detach().float() * n
-            rows += n
 
         model.eval()
-        val_sums: dict[str, Any] = {}
+        val_sums: dict[str, float] = {}
         with torch.no_grad(), torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
-            for batch in val_data.batches(epoch, max(batch_size, 256), shuffle=False):
-                for k, v in task.eval_sums(task.forward(model, batch), batch).items():
-                    val_sums[k] = val_sums.get(k, 0.0) + v
-        sums = {"train_loss_sum": float(loss_sum), "train_rows": float(rows), **{k: float(v) for k, v in val_sums.items()}}
+            for data in val_data:  # summed per data rank, then added as the all-reduce adds them
+                part_sums: dict[str, Any] = {}
+                for batch in data.batches(epoch, max(tc.batch_size, 256), shuffle=False):
+                    for k, v in task.eval_sums(task.forward(model, batch), batch).items():
+                        part_sums[k] = part_sums.get(k, 0.0) + v
+                for k, v in part_sums.items():
+                    val_sums[k] = val_sums.get(k, 0.0) + float(v)
+        sums = {"train_loss_sum": sum(float(x) for x in loss_sums), "train_rows": float(rows), **val_sums}
         totals = all_reduce_sums(sums, world)
         metrics = {
             "epoch": epoch + 1,

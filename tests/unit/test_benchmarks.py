@@ -53,4 +53,5 @@ def test_data_parallel_cpu_steps_a_planned_model_with_the_loops_optimizer():
              "preprocessor": ImagePreprocessor([8, 8], [str(i) for i in range(10)], 16.0, 0.0, 1.0).state(),
              "train": {"x": rng.normal(size=(40, 1, 8, 8)).astype(np.float32), "y": rng.integers(0, 10, 40)}}
     (ms,) = data_parallel.step_times([model], rank=0, ddp=False, warmup=1, steps=3)
-    assert ms > 0
+    (ms_alone,) = data_parallel.step_times([model], rank=0, ddp=False, warmup=1, steps=3, parts=2)  # data_parallel: false
+    assert ms > 0 and ms_alone > 0

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.models import unwrap
 from pipeline.timing import Stopwatch, Timings
-from pipeline.train.loop import InMemoryShard, ShardData, amp_dtype, make_optimizer, schedule, take_rows, trains_alone, uses_conv2d
+from pipeline.train.loop import RankStreams, ShardData, amp_dtype, make_optimizer, schedule, take_rows, trains_alone, uses_conv2d
 from pipeline.train.trainer import TrainOutcome, equal_split_ranges, train_phases, training_span
 
 
@@ -92,15 +92,20 @@ def test_candidates_that_train_alone_pool_when_consecutive_and_only_with_whole_s
     assert not trains_alone(a, None, 2)
 
 
-def test_a_worker_training_alone_gets_every_row_of_a_split_handed_whole(monkeypatch):
-    import ray
-
-    arrays = {"x": np.arange(10), "y": np.arange(10) * 2}
-    monkeypatch.setattr(ray, "get", lambda ref: ref)
-    handed = {"rows": arrays, "ranges": [[(0, 5)], [(5, 10)]]}
-    assert InMemoryShard(handed, 1).tensors()["x"].tolist() == [5, 6, 7, 8, 9]
-    whole = InMemoryShard(handed, None).tensors()
-    assert whole["x"].tolist() == list(range(10)) and whole["y"].tolist() == list(range(0, 20, 2))
+def test_a_worker_standing_in_for_every_rank_draws_each_ranks_part_from_that_ranks_stream():
+    cpu = torch.device("cpu")
+    RankStreams(7, 3, [1], cpu)  # one rank: the global generator, seeded as that rank's
+    rank1 = torch.rand(4)
+    RankStreams(7, 3, [0], cpu)
+    rank0 = torch.rand(4)
+    streams = RankStreams(7, 3, [0, 1], cpu)
+    with streams.of(0):
+        first = torch.rand(2)
+    with streams.of(1):
+        other = torch.rand(4)
+    with streams.of(0):
+        second = torch.rand(2)
+    assert torch.equal(torch.cat([first, second]), rank0) and torch.equal(other, rank1)
 
 
 def test_cached_shard_batches_are_a_seeded_permutation(monkeypatch):
