@@ -185,12 +185,17 @@ class RankStreams:
             self.states[part] = self.capture()
 
 
+def running_norms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's normalisation layers that keep running statistics (batch norm)."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats]
+
+
 @contextlib.contextmanager
-def rank_zero_statistics(model: torch.nn.Module, part: int):
+def rank_zero_statistics(norms: list[torch.nn.Module], part: int):
     """DDP broadcasts rank 0's buffers before every forward, so the batch-norm running statistics it keeps
-    follow rank 0's batches only: a worker standing in for every rank leaves them as they are during the
-    other ranks' parts (normalisation still uses each batch's own statistics)."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats] if part else []
+    follow rank 0's batches only: a worker standing in for every rank leaves `norms` (`running_norms`) as
+    they are during the other ranks' parts (normalisation still uses each batch's own statistics)."""
+    norms = norms if part else []
     for m in norms:
         m.track_running_stats = False
     try:
@@ -416,12 +421,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run_training(loop_config, TrainSession(loop_config.get("in_memory")))
 
 
+def asks_alone(candidate: dict, world: int) -> bool:
+    """`train.data_parallel: false` in a group of several workers."""
+    return world > 1 and not candidate["config"]["train"].get("data_parallel", True)
+
+
 def trains_alone(candidate: dict, in_memory: dict | None, world: int) -> bool:
-    """`train.data_parallel: false` in a group of several workers, with its splits handed over whole
-    (small materialised data, `cache_data`); otherwise it trains data-parallel like the rest."""
+    """`asks_alone`, with its splits handed over whole (small materialised data, `cache_data`);
+    otherwise it trains data-parallel like the rest."""
     handed = in_memory or {}
-    return (world > 1 and not candidate["config"]["train"].get("data_parallel", True)
-            and all(key in handed for key in candidate["datasets"].values()))
+    return asks_alone(candidate, world) and all(key in handed for key in candidate["datasets"].values())
 
 
 def schedule(candidates: list[dict], in_memory: dict | None, world: int) -> list[tuple[bool, list[dict]]]:
@@ -467,8 +476,7 @@ def train_candidates_per_worker(group: dict[str, Any]) -> None:
     context = ray.train.get_context()
     world = context.get_world_size()
     for candidate in group["candidates"]:
-        asked = world > 1 and not candidate["config"]["train"].get("data_parallel", True)
-        if asked and context.get_world_rank() == 0 and not trains_alone(candidate, in_memory, world):
+        if asks_alone(candidate, world) and context.get_world_rank() == 0 and not trains_alone(candidate, in_memory, world):
             print(f"[{candidate['label']}] trains data-parallel: train.data_parallel false needs its splits handed to "
                   "the workers whole (train.cache_data, materialised and small)", flush=True)
     resume = ray.train.get_checkpoint()
@@ -529,6 +537,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     train_data = [ShardData(shard, device, tc.cache_data, tc.shuffle_buffer, cfg.seed + r, channels_last)
                   for r, shard in zip(session.data_ranks, session.shards("train"))]
     val_data = [ShardData(shard, device, tc.cache_data, 0, cfg.seed, channels_last) for shard in session.shards("val")]
+    norms = running_norms(model) if len(train_data) > 1 else []  # once, not per step
     model_files = (json_bytes(prep_state), json_bytes(loop_config["config"])) if rank == 0 else None  # once, not per epoch
 
     for epoch in range(state["epoch"], 0 if state["done"] else tc.epochs):
@@ -543,7 +552,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             for part, batch in enumerate(parts):  # one per data rank: DDP's gradient mean, accumulated
-                with streams.of(part), rank_zero_statistics(model, part):
+                with streams.of(part), rank_zero_statistics(norms, part):
                     batch = task.augment(cfg, batch)
                     with torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
                         outputs = task.forward(model, batch)
