@@ -58,24 +58,9 @@ def alive_training_workers() -> list[int]:
     return sorted(a.pid for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]))
 
 
-def kill_a_worker_after_the_first_checkpoint(run_dir, killed: dict) -> None:
-    """Finds the run's training workers through Ray's state API, waits until the controller has
-    registered epoch 1's checkpoint (its snapshot file appears), then SIGKILLs one worker mid-epoch 2."""
-    deadline = time.monotonic() + 300
-    workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2:
-        workers = alive_training_workers()
-        time.sleep(0.2)
-    while time.monotonic() < deadline:
-        if list(run_dir.glob("checkpoints/*/checkpoint_manager_snapshot.json")):
-            os.kill(workers[-1], signal.SIGKILL)
-            killed["pid"] = workers[-1]
-            return
-        time.sleep(0.02)
-
-
-def run_killing_a_worker_when(ready, cfg, run, registry) -> dict:
-    """`run_pipeline` while a thread SIGKILLs a training worker as soon as `ready()`; its metrics."""
+def run_killing_a_worker_when(ready, cfg, run, registry) -> tuple[dict, int]:
+    """`run_pipeline` while a thread SIGKILLs a training worker as soon as `ready()`; its metrics and the
+    killed worker's pid."""
     killed: dict = {}
 
     def kill() -> None:
@@ -92,7 +77,7 @@ def run_killing_a_worker_when(ready, cfg, run, registry) -> dict:
     metrics = run_pipeline(cfg, str(run), Registry(str(registry)), log=quiet)
     killer.join(timeout=10)
     assert killed, "no training worker was killed"
-    return metrics
+    return metrics, killed["pid"]
 
 
 def test_small_splits_handed_over_whole_train_as_the_streaming_split_does(first_run, tmp_path, monkeypatch):
@@ -110,13 +95,13 @@ def test_small_splits_handed_over_whole_train_as_the_streaming_split_does(first_
 def test_training_survives_a_killed_worker(tmp_path):
     # Small batches make an epoch last long enough (~1 s) to be killed in the middle of it.
     cfg = load_config("image", overrides={**QUICK, "train.max_failures": 1, "train.batch_size": 8})
-    killed: dict = {}
-    killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint, args=(tmp_path / "run", killed), daemon=True)
-    killer.start()
-    metrics = run_pipeline(cfg, str(tmp_path / "run"), Registry(str(tmp_path / "registry")), log=quiet)
-    killer.join(timeout=10)
-    assert killed, "no training worker was killed"  # a worker really died (SIGKILL) during epoch 2
-    assert killed["pid"] not in alive_training_workers()
+    run = tmp_path / "run"
+
+    def epoch_1_is_registered() -> bool:  # the controller has registered epoch 1's checkpoint: kill mid-epoch 2
+        return bool(list(run.glob("checkpoints/*/checkpoint_manager_snapshot.json")))
+
+    metrics, pid = run_killing_a_worker_when(epoch_1_is_registered, cfg, run, tmp_path / "registry")
+    assert pid not in alive_training_workers()  # a worker really died (SIGKILL) during epoch 2
     assert metrics["train"]["resumed_from_epochs"] == [1]  # and training went on from epoch 1's checkpoint
     assert [h["epoch"] for h in metrics["train"]["history"]] == [1, 2, 3]
     assert metrics["test"]["accuracy"] > 0.9
@@ -202,7 +187,7 @@ def test_candidates_share_one_worker_group_and_a_killed_worker_resumes_the_one_t
         snapshots = list(run.glob("checkpoints/*/checkpoint_manager_snapshot.json"))
         return ranked.exists() and bool(snapshots) and snapshots[0].stat().st_mtime > ranked.stat().st_mtime
 
-    metrics = run_killing_a_worker_when(second_candidates_epoch_1_is_registered, cfg, run, tmp_path / "registry")
+    metrics, _ = run_killing_a_worker_when(second_candidates_epoch_1_is_registered, cfg, run, tmp_path / "registry")
     histories = {name: json.loads((run / "candidates" / name / "model" / "history.json").read_text()) for name in ("first", "second")}
     assert histories["first"]["resumed_from"] == [] and len(histories["first"]["loop_started_at"]) == 1  # trained once
     assert histories["second"]["resumed_from"] == [1]  # from its epoch 1 checkpoint
@@ -224,7 +209,7 @@ def test_candidates_that_train_alone_share_the_workers_side_by_side_and_resume_a
                                           "candidates.models": {"shared": {}, "a": alone, "b": {"train": {"data_parallel": False, "lr": 0.002}}}})
     run = tmp_path / "run"
     latest = run / "candidates" / "a" / "model.ranked" / "latest.json"  # a's epoch 1 (or a later one) is kept
-    metrics = run_killing_a_worker_when(latest.exists, cfg, run, tmp_path / "registry")
+    metrics, _ = run_killing_a_worker_when(latest.exists, cfg, run, tmp_path / "registry")
     histories = {name: json.loads((run / "candidates" / name / "model" / "history.json").read_text()) for name in ("shared", "a", "b")}
     assert len(histories["shared"]["loop_started_at"]) == 1 and len(histories["shared"]["worker_nodes"][0]) == 2  # DDP, once
     assert all(len(nodes) == 1 for name in "ab" for nodes in histories[name]["worker_nodes"])  # one worker each
