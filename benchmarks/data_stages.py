@@ -9,6 +9,7 @@ sampled every 0.2 s.
     python benchmarks/data_stages.py                          # 100k and 1M rows -> benchmarks/results/data_stages.json
     python benchmarks/data_stages.py --rows 100000,1000000,10000000   # the scale curve (10M: ~1 GiB CSV, generated, then deleted)
     python benchmarks/data_stages.py --rows 200000            # one size, quicker
+    python benchmarks/data_stages.py --stream-above-mb 0      # Ray Data streams cleaning at every size
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ from pipeline.tasks import config_from_dict, default_config, load_config  # noqa
 CHUNK_ROWS = 1_000_000  # generated a chunk per process and written in order: a 10M-row file never sits in memory
 
 
-def adult_config(csv: str):
+def adult_config(csv: str, stream_above_mb: float | None = None):
     """The tabular defaults with Adult's description (its columns, types and missing-value marker) over
     the generated CSV: `load_config` drops that description for any source but the embedded one."""
     raw = default_config("tabular", embedded=True)
     raw["task"] = "tabular"
     raw["data"].update(source=csv, test_source=None)
+    if stream_above_mb is not None:
+        raw["data"]["stream_above_mb"] = stream_above_mb
     return config_from_dict(raw)
 
 
@@ -82,25 +85,29 @@ def generate_chunk(rows: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-STARTUP = {"seconds": 0.0}  # Ray's start-up, reported apart from the data work
+STARTUP = {"seconds": 0.0, "streamed": False}  # Ray's start-up, reported apart from the data work; whether cleaning streamed
 
 
-def run_ray(csv: str, out: str) -> int:
-    from pipeline.data.clean import clean_dataset
+def run_ray(csv: str, out: str, stream_above_mb: float | None = None) -> int:
+    from pipeline.data.clean import clean_dataset, kept_rows, streaming_reason
     from pipeline.data.ingest import read_dataset
     from pipeline.runtime import init_ray
     from pipeline.tasks import get_task
     from pipeline.tasks.tabular import table_features
 
-    cfg = adult_config(csv)
+    cfg = adult_config(csv, stream_above_mb)
     started = time.perf_counter()
     init_ray(num_cpus=os.cpu_count())
     STARTUP["seconds"] = time.perf_counter() - started
     task = get_task("tabular")
+    streaming = streaming_reason(cfg.data)  # as `pipeline run` decides: above data.stream_above_mb, flat memory
+    STARTUP["streamed"] = bool(streaming)
     ds = read_dataset(csv, "csv", cfg.data.options, cfg.data.columns)
-    clean = clean_dataset(ds, task.checks(cfg), "pandas")
+    prep = table_features(cfg)
+    features = (prep.input_columns + [c for c in [prep.label_column] if c], prep.partial)  # fitted in the cleaning pass
+    clean = clean_dataset(ds, task.checks(cfg), "pandas", statistics={"features": kept_rows(features)}, materialize=not streaming)
     clean.quarantined.write_parquet(os.path.join(out, "quarantine"))
-    prep = table_features(cfg).fit(clean.kept)
+    prep.fit_from_partials(clean.statistics["features"])
     rows = 0
     for batch in clean.kept.map_batches(prep.transform, batch_format="pandas").iter_batches(batch_size=None):
         rows += len(batch["x"])
@@ -108,7 +115,7 @@ def run_ray(csv: str, out: str) -> int:
     return clean.rows_in
 
 
-def run_pandas(csv: str, out: str) -> int:
+def run_pandas(csv: str, out: str, stream_above_mb: float | None = None) -> int:
     from pipeline.data.clean import REASON_COLUMN, annotate_batch
     from pipeline.tasks import get_task
     from pipeline.tasks.tabular import table_features
@@ -134,11 +141,12 @@ def run_pandas(csv: str, out: str) -> int:
     return len(frame)
 
 
-def child(engine: str, csv: str) -> None:
+def child(engine: str, csv: str, stream_above_mb: float | None) -> None:
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        rows = {"ray": run_ray, "pandas": run_pandas}[engine](csv, out)
-        print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "startup_seconds": STARTUP["seconds"]}))
+        rows = {"ray": run_ray, "pandas": run_pandas}[engine](csv, out, stream_above_mb)
+        print(json.dumps({"rows": rows, "seconds": time.perf_counter() - started, "startup_seconds": STARTUP["seconds"],
+                          "streamed": STARTUP["streamed"]}))
 
 
 def tree_memory(parent) -> int:
@@ -157,10 +165,11 @@ def tree_memory(parent) -> int:
     return total
 
 
-def measure(engine: str, csv: str) -> dict:
+def measure(engine: str, csv: str, stream_above_mb: float | None = None) -> dict:
     import psutil
 
-    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--csv", csv], stdout=subprocess.PIPE, text=True)
+    limit = [] if stream_above_mb is None else ["--stream-above-mb", str(stream_above_mb)]
+    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--csv", csv, *limit], stdout=subprocess.PIPE, text=True)
     parent, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         peak = max(peak, tree_memory(parent))
@@ -172,14 +181,14 @@ def measure(engine: str, csv: str) -> dict:
     return {"engine": engine, **result, "rows_per_second": result["rows"] / result["seconds"], "peak_memory_mb": peak / 2**20}
 
 
-def one_size(rows: int, tmp: str, engines: list[str]) -> dict:
+def one_size(rows: int, tmp: str, engines: list[str], stream_above_mb: float | None = None) -> dict:
     csv = os.path.join(tmp, f"adult_like_{rows}.csv")
     started = time.perf_counter()
     generate_csv(Path(csv), rows)
     size_mb = os.path.getsize(csv) / 2**20
     print(f"generated {rows:,} rows ({size_mb:.0f} MiB) in {time.perf_counter() - started:.0f}s", flush=True)
     try:
-        results = [measure(engine, csv) for engine in engines]
+        results = [measure(engine, csv, stream_above_mb) for engine in engines]
     finally:
         os.remove(csv)
     by = {r["engine"]: r for r in results}
@@ -189,7 +198,7 @@ def one_size(rows: int, tmp: str, engines: list[str]) -> dict:
         summary["ray_over_pandas_peak_memory"] = by["ray"]["peak_memory_mb"] / by["pandas"]["peak_memory_mb"]
     for r in results:
         print(f"{r['engine']:<8}{r['rows']:>12,}{r['seconds']:>10.1f}{r['startup_seconds']:>19.1f}"
-              f"{r['rows_per_second']:>12,.0f}{r['peak_memory_mb']:>14,.0f}", flush=True)
+              f"{r['rows_per_second']:>12,.0f}{r['peak_memory_mb']:>14,.0f}" + ("  (cleaning streamed)" if r["streamed"] else ""), flush=True)
     return summary
 
 
@@ -209,19 +218,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes (rows) of the scale curve")
     parser.add_argument("--engines", default="pandas,ray", help="which engines to run (pandas, ray)")
+    parser.add_argument("--stream-above-mb", type=float, help="Ray Data: stream cleaning above this source size "
+                        "(MiB; 0: always; default: the tasks' data.stream_above_mb)")
     parser.add_argument("--child", choices=["ray", "pandas"])
     parser.add_argument("--csv")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "data_stages.json"))
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.csv)
+        return child(args.child, args.csv, args.stream_above_mb)
     sizes = [int(r) for r in args.rows.replace("_", "").split(",")]
     engines = args.engines.split(",")
     print(f"{'engine':<8}{'rows':>12}{'seconds':>10}{'of which start-up':>19}{'rows/s':>12}{'peak PSS MiB':>14}")
     curve: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:  # written after each size too, so a run stopped at the largest keeps the others
-            curve.append(one_size(rows, tmp, engines))
+            curve.append(one_size(rows, tmp, engines, args.stream_above_mb))
             write_summary(args.output, curve)
     summary = write_summary(args.output, curve)
     for c in curve:

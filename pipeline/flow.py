@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.data.clean import CleanResult, clean_dataset, null_statistic, sum_partials, value_counts
+from pipeline.data.clean import CleanResult, clean_dataset, null_statistic, streaming_reason, sum_partials, value_counts
 from pipeline.data.label import VOTE_PREFIX, labeling_partial, labeling_stats
 from pipeline.data.report import format_report, write_report
 from pipeline.data.rules import infer_datetime_formats
@@ -72,7 +72,8 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     statistics = {"nulls": null_statistic(columns)} if columns else {}
     if lf_names:
         statistics["labeling"] = ([VOTE_PREFIX + n for n in lf_names], lambda b: labeling_partial(b, lf_names))
-    clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None, statistics)
+    streaming = streaming_reason(cfg.data)
+    clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None, statistics, materialize=not streaming)
     report: dict[str, Any] = {"task": task.name, "source": storage.redact(cfg.data.source), **clean.summary()}
     if formats:
         report["datetime_formats"] = formats
@@ -83,7 +84,8 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     kept = clean.kept.drop_columns([VOTE_PREFIX + n for n in lf_names]) if lf_names else clean.kept
     quarantine_path = write_quarantine(clean, storage.join(output_dir, "quarantine"))
     report["quarantine_path"] = storage.redact(quarantine_path)
-    watch.lap("clean", f"kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}")
+    watch.lap("clean", f"kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}"
+              + (f" (streamed, {streaming}: each later pass reads the source again)" if streaming else ""))
     if clean.rows_kept == 0:
         raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
                         f"see {quarantine_path} and fix the data or the task's data options")

@@ -23,6 +23,7 @@ REASON_COLUMN = "reason"
 DEDUP_HASH = "_dedup_hash"  # 0: the row has no complete key
 HASH_PRIME = np.uint64(0x100000001B3)
 Step = Callable[[Any], tuple[Any, np.ndarray]]
+STREAM_BLOCK_BYTES = 8 << 20  # streamed cleaning: one CSV parse chunk a block; Ray Data's 128 MiB is several times that in pandas
 
 
 def first_reason(reason_arrays: list[np.ndarray], n: int) -> np.ndarray:
@@ -88,7 +89,7 @@ class CleanResult:
     rows_kept: int
     rows_quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
-    annotated: Any = None  # every row with its reason (materialised), for report statistics
+    annotated: Any = None  # every row with its reason (materialised, or lazy when streamed), for report statistics
     statistics: dict[str, list[dict]] = field(default_factory=dict)  # the caller's `statistics`, per block
 
     def summary(self) -> dict[str, Any]:
@@ -101,16 +102,24 @@ class CleanResult:
 
 
 def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_keys: list[str] | None = None,
-                  statistics: dict[str, Statistic] | None = None) -> CleanResult:
-    """Annotates each row with its reason (one streaming pass, materialised in the object store),
-    de-duplicates, and splits kept rows from quarantined ones.
+                  statistics: dict[str, Statistic] | None = None, materialize: bool = True) -> CleanResult:
+    """Annotates each row with its reason, de-duplicates, and splits kept rows from quarantined ones.
 
-    `statistics`: more per-block statistics of the annotated rows (e.g. the report's null counts),
-    gathered in the same pass as the reason counts (each Ray Data execution has a fixed cost)."""
+    `materialize`: the annotated rows are kept in the object store after one read of `ds` (fast; memory
+    grows with the data), or, False, streamed: this pass keeps only per-block statistics, and each later
+    use of `kept` or `quarantined` reads and annotates `ds` again (memory stays flat; CPU per pass).
+    `statistics`: more per-block statistics of the annotated rows (e.g. the report's null counts, or
+    features fitted on the kept rows), gathered in the same pass as the reason counts (each Ray Data
+    execution has a fixed cost, and a streamed one a read of the source)."""
+    if not materialize:  # every pass over `ds` and what derives from it: small blocks, so each task's memory stays small
+        context = ds.context
+        context.target_max_block_size = min(context.target_max_block_size or STREAM_BLOCK_BYTES, STREAM_BLOCK_BYTES)
     annotated = ds.map_batches(annotate_batch, fn_args=(steps, dedup_keys), batch_format=batch_format,
-                               batch_size=None).materialize()  # whole blocks: vectorised steps, fewer calls
+                               batch_size=None)  # whole blocks: vectorised steps, fewer calls
+    if materialize:
+        annotated = annotated.materialize()
     if dedup_keys:
-        annotated = mark_duplicates(annotated)
+        annotated = mark_duplicates(annotated, materialize)
     gathered = gather_partials(annotated, {"reasons": ([REASON_COLUMN], reason_counts), **(statistics or {})})
     reasons: dict[str, int] = {}
     for part in gathered.pop("reasons"):
@@ -123,16 +132,35 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
     return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated, gathered)
 
 
+def streaming_reason(data) -> str:
+    """Why cleaning should stream `data.source` (a DataConfig) rather than keep the cleaned rows in
+    memory; "" when it should keep them: a small source is read once, a large one in flat memory."""
+    from pipeline.data.ingest import source_bytes
+
+    if data.stream_above_mb == 0:
+        return "data.stream_above_mb is 0"
+    size = source_bytes(data.source, data.test_source)
+    return f"source {size / 2**20:,.0f} MiB > data.stream_above_mb {data.stream_above_mb:g}" if size > data.stream_above_mb * 2**20 else ""
+
+
+def kept_rows(statistic: Statistic) -> Statistic:
+    """`statistic` over the rows that pass cleaning only: for `clean_dataset`'s `statistics`, e.g. to
+    fit features on the kept rows in the cleaning pass."""
+    columns, partial = statistic
+    return [*columns, REASON_COLUMN], lambda batch: partial(batch[batch[REASON_COLUMN] == ""])
+
+
 def reason_counts(batch: pd.DataFrame) -> dict[str, int]:
     counts = batch[REASON_COLUMN].value_counts(dropna=False)
     return {str(k): int(v) for k, v in counts.items()}
 
 
-def mark_duplicates(annotated):
+def mark_duplicates(annotated, materialize: bool = True):
     """Quarantines all but the first row (in file and line order, when known) of each key.
 
     Only the key hashes of valid rows travel to the driver; rows whose key repeats (usually few)
-    are resolved there and the rest of the data never leaves the object store.
+    are resolved there and the rest of the data never leaves the object store (or, `materialize`
+    False, is read again by each use of the result).
     """
     import ray.data
 
@@ -158,7 +186,8 @@ def mark_duplicates(annotated):
     reasons = dups[REASON_COLUMN].to_numpy(dtype=object)
     reasons[later] = "duplicate"
     dups[REASON_COLUMN] = pd.array(reasons.astype(str), dtype="string")
-    return unique.union(ray.data.from_pandas(dups)).drop_columns([DEDUP_HASH]).materialize()
+    marked = unique.union(ray.data.from_pandas(dups)).drop_columns([DEDUP_HASH])
+    return marked.materialize() if materialize else marked
 
 
 def value_counts(ds, column: str) -> dict:

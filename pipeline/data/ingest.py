@@ -26,6 +26,17 @@ FORMATS = ("csv", "tsv", "parquet", "json", "text", "images", "numpy")
 
 def resolve_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
     """Expands a path, directory or glob into files; raises DataError naming what is missing."""
+    fs, infos = resolve_files(uri)
+    return fs, [info.path for info in infos]
+
+
+def source_bytes(*uris: str | None) -> int:
+    """Bytes on storage of the files behind `uris` (None and "builtin", the small embedded sets: 0)."""
+    return sum(info.size or 0 for uri in uris if uri and uri != "builtin" for info in resolve_files(uri)[1])
+
+
+def resolve_files(uri: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """`resolve_paths` with each file's info (its size among them), from the same listing."""
     from pipeline import storage
 
     try:
@@ -36,7 +47,7 @@ def resolve_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
         if any(ch in path for ch in "*?["):
             base = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] or "/"
             infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-            files = sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path))
+            files = sorted((i for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)), key=lambda i: i.path)
             if not files:
                 raise DataError(f"no files match {uri}")
             return fs, files
@@ -48,11 +59,12 @@ def resolve_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
             raise DataError(f"input not found: {uri}")
         if info.type == pafs.FileType.Directory:
             infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-            files = sorted(i.path for i in infos if i.type == pafs.FileType.File and not posixpath.basename(i.path).startswith((".", "_")))
+            files = sorted((i for i in infos if i.type == pafs.FileType.File and not posixpath.basename(i.path).startswith((".", "_"))),
+                           key=lambda i: i.path)
             if not files:
                 raise DataError(f"directory is empty: {uri}")
             return fs, files
-        return fs, [path]
+        return fs, [info]
     except OSError as exc:  # e.g. S3 bucket missing or unreachable
         raise DataError(f"cannot read {uri}: {first_line(exc)}") from None
 

@@ -59,10 +59,13 @@ def quiet(_):
     pass
 
 
-def test_messy_csv_rows_are_quarantined_with_reasons(tmp_path):
+@pytest.mark.parametrize("stream_above_mb", [256, 0], ids=["in-memory", "streamed"])
+def test_messy_csv_rows_are_quarantined_with_reasons(tmp_path, stream_above_mb):
     (tmp_path / "messy.csv").write_text(MESSY_CSV)
-    cfg = tabular_config(tmp_path, tmp_path / "messy.csv")
-    prepared = prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), quiet)
+    cfg = tabular_config(tmp_path, tmp_path / "messy.csv", stream_above_mb=stream_above_mb)
+    logged: list[str] = []
+    prepared = prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), logged.append)
+    assert any("streamed, data.stream_above_mb is 0" in line for line in logged) == (stream_above_mb == 0)
     report = prepared.report
     assert report["rows_in"] == 11 == report["rows_kept"] + report["rows_quarantined"]
     assert report["quarantined_by_reason"] == {"malformed_row": 2, "type:age": 1, "type:score": 1, "range:age": 1,
@@ -77,6 +80,30 @@ def test_messy_csv_rows_are_quarantined_with_reasons(tmp_path):
     assert duplicate["_line"].tolist() == [9]  # records count malformed lines too; lines count the header
     on_disk = json.loads((tmp_path / "out" / "data_report.json").read_text())
     assert on_disk["nulls"]["age"] == 1
+    assert sorted(prepared.clean.kept.to_pandas()["id"].tolist()) == [1, 2, 10]
+
+
+def test_a_streamed_source_gives_the_report_quarantine_and_splits_of_one_kept_in_memory(tmp_path):
+    """Above data.stream_above_mb, cleaning streams (flat memory; each later pass reads the source again):
+    the embedded Adult data (stratified split, labeling, imputed values; a tighter hours range and
+    whole-row de-duplication to quarantine some of it) either way, row for row."""
+    outcomes = []
+    for limit in (256, 0):
+        out = tmp_path / f"out-{limit}"
+        overrides = {"data.stream_above_mb": limit, "data.clean.hours_per_week.range.le": 60}
+        cfg = load_config("tabular", overrides=overrides)
+        cfg = load_config("tabular", overrides={**overrides, "data.dedup": cfg.data.split.key})
+        prepared = prepare_data(get_task("tabular"), cfg, str(out), quiet)
+        report = {k: v for k, v in prepared.report.items() if k != "quarantine_path"}
+        splits = {name: ds.to_pandas().sort_values(["_source", "_record"], ignore_index=True) for name, ds in prepared.splits.items()}
+        quarantine = pd.read_parquet(out / "quarantine").sort_values(["_source", "_record"], ignore_index=True)
+        outcomes.append((report, splits, quarantine))
+    (report, splits, quarantine), (streamed_report, streamed_splits, streamed_quarantine) = outcomes
+    assert report == streamed_report
+    assert report["quarantined_by_reason"]["range:hours_per_week"] > 0 and report["quarantined_by_reason"]["duplicate"] > 0
+    for name in splits:
+        pd.testing.assert_frame_equal(splits[name], streamed_splits[name])
+    pd.testing.assert_frame_equal(quarantine, streamed_quarantine)
 
 
 def test_the_same_table_in_every_format_and_a_glob(tmp_path):

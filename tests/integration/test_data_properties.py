@@ -1,5 +1,6 @@
 """Property-based, on the session's Ray: dirty CSV tables split across 1 to 4 files and read with block
-sizes from 1 KiB to 16 MiB (and files cut into byte ranges of 512 bytes to whole) go through ingest and cleaning; every record is counted, kept or quarantined,
+sizes from 1 KiB to 16 MiB (and files cut into byte ranges of 512 bytes to whole) go through ingest and cleaning (its
+rows kept in memory or streamed); every record is counted, kept or quarantined,
 and each quarantined row's reason is the one a plain-Python oracle of the rules gives (tests/dirty_csv.py).
 Examples are few (each runs Ray Data end to end) and derandomized, so CI runs the same ones every time."""
 
@@ -24,7 +25,7 @@ RULES = {"age": ColumnRules(range={"gt": 0, "le": 120}), "score": ColumnRules(re
          "city": ColumnRules(allowed=ALLOWED_CITIES)}
 
 
-def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int, range_bytes: int | None = None):
+def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int, range_bytes: int | None = None, materialize: bool = True):
     from ray.data import DataContext
 
     folder = Path(tempfile.mkdtemp(prefix="dirty-csv-"))
@@ -39,7 +40,7 @@ def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int, rang
         data_cfg = SimpleNamespace(columns=SCHEMA, datetime_formats={}, options=options)
         formats = infer_datetime_formats(ds, data_cfg)
         steps = [TypeStep(SCHEMA, NA_VALUES, formats), *(RuleStep(c, r) for c, r in RULES.items())]
-        result = clean_dataset(ds, steps, "pandas", ["id"])
+        result = clean_dataset(ds, steps, "pandas", ["id"], materialize=materialize)
         rows = result.annotated.select_columns(["_source", "_record", "reason"]).to_pandas()
     finally:
         context.target_max_block_size = saved
@@ -51,15 +52,18 @@ def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int, rang
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(dirty_lines(), st.integers(1, 4), st.sampled_from([1 << 10, 4 << 10, 64 << 10, 16 << 20]),
-       st.sampled_from([4 << 10, 128 << 20]), st.sampled_from([512, None]))
-def test_every_record_is_kept_or_quarantined_for_the_oracles_reason(lines, parts, block_bytes, ray_block_bytes, range_bytes):
+       st.sampled_from([4 << 10, 128 << 20]), st.sampled_from([512, None]), st.booleans())
+def test_every_record_is_kept_or_quarantined_for_the_oracles_reason(lines, parts, block_bytes, ray_block_bytes, range_bytes, materialize):
+    """Cleaned rows kept in memory or streamed (each use reads the files again): the same records."""
     files = split_files(lines, parts)
     expected = oracle_reasons(files)
-    result, found, _ = clean_files(files, block_bytes, ray_block_bytes, range_bytes)
+    result, found, _ = clean_files(files, block_bytes, ray_block_bytes, range_bytes, materialize)
     assert result.rows_in == len(expected)  # the independent reader's record count
     assert result.rows_kept + result.rows_quarantined == result.rows_in
     assert len(found) == len(expected)  # no record twice, none lost
     assert found == expected
+    if not materialize:  # a streamed result read again: the same split between kept and quarantined
+        assert (result.kept.count(), result.quarantined.count()) == (result.rows_kept, result.rows_quarantined)
 
 
 @settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -164,3 +164,22 @@ def test_variance_merge_is_stable_for_a_large_mean_and_a_small_spread():
     assert mean == pytest.approx(values.mean(), rel=1e-15)
     assert std**2 == pytest.approx(np.var(values), rel=1e-6)  # E[x^2] - mean^2 keeps no correct digit here
     assert merge_moments([moments(np.full(5, 3.0))]) == (3.0, 1.0)  # no spread: unit scale, not a division by 0
+
+
+def test_cleaning_streams_a_source_larger_than_stream_above_mb(tmp_path):
+    from pipeline.data.clean import streaming_reason
+
+    for i in range(3):
+        (tmp_path / f"part-{i}.csv").write_bytes(b"x" * 400_000)
+    (tmp_path / ".hidden.csv").write_bytes(b"x" * 10**7)  # skipped by the reader, so not counted
+    glob = str(tmp_path / "part-*.csv")
+
+    def data(source, limit, test_source=None):
+        return load_config("tabular", overrides={"data.source": source, "data.test_source": test_source,
+                                                 "data.stream_above_mb": limit}).data
+
+    assert streaming_reason(data(str(tmp_path), 1)) == "source 1 MiB > data.stream_above_mb 1"  # 1.2 MB in three files
+    assert streaming_reason(data(glob, 2)) == ""
+    assert streaming_reason(data(str(tmp_path / "part-0.csv"), 0.5, test_source=glob)) == "source 2 MiB > data.stream_above_mb 0.5"
+    assert streaming_reason(data("builtin", 0.001)) == ""  # the embedded sets are small
+    assert streaming_reason(data("builtin", 0)) == "data.stream_above_mb is 0"
