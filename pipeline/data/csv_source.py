@@ -41,6 +41,7 @@ from pipeline.errors import DataError
 
 BLOCK_BYTES = 8 << 20  # ~80k rows of Adult per block: few, large blocks keep per-block overhead small
 RANGE_BYTES = 32 << 20  # an uncompressed file above this is read by several tasks, this much each
+MIN_RANGE_BYTES = BLOCK_BYTES  # a smaller file is cut into more ranges only down to this size (see `plan_parts`)
 RAW_TEXT_CHARS = 300  # how much of a malformed line its `_malformed` description keeps
 BOM = b"\xef\xbb\xbf"
 
@@ -386,14 +387,22 @@ def next_line_start(f, offset: int, size: int) -> int:
 Counter = Callable[[list[tuple]], list[tuple[int, int]]]
 
 
-def plan_parts(fs: pafs.FileSystem, files: list[str], layout: CSVLayout, count: Counter | None = None) -> list[FilePart]:
-    """Each file whole, or (uncompressed, one record per line, larger than `layout.range_bytes`) cut into
+def range_count(size: int, layout: CSVLayout, ranges_at_least: int = 1) -> int:
+    """How many ranges a file of `size` bytes is cut into: one per `range_bytes`, and at least
+    `ranges_at_least` while each stays above `MIN_RANGE_BYTES` (a file of a few blocks keeps every core busy)."""
+    return max(-(-size // layout.range_bytes), min(ranges_at_least, size // MIN_RANGE_BYTES), 1)
+
+
+def plan_parts(fs: pafs.FileSystem, files: list[str], layout: CSVLayout, count: Counter | None = None,
+               ranges_at_least: int = 1) -> list[FilePart]:
+    """Each file whole, or (uncompressed, one record per line, and `range_count` more than one) cut into
     ranges at line starts, the first range holding every line to skip. `count` runs `count_part` over
     (fs, part, layout) tuples, on Ray tasks by default: the lines and records of each range number the next."""
     sizes = [info.size for info in fs.get_file_info(files)]
     whole, cut = [], []
     for path, size in zip(files, sizes):
-        if layout.multiline or size <= layout.range_bytes or strip_compression(path) != path:  # a compressed stream has no byte ranges
+        pieces = range_count(size, layout, ranges_at_least)
+        if layout.multiline or pieces == 1 or strip_compression(path) != path:  # a compressed stream has no byte ranges
             whole.append(FilePart(path, size))
             continue
         with fs.open_input_file(path) as f:
@@ -401,7 +410,6 @@ def plan_parts(fs: pafs.FileSystem, files: list[str], layout: CSVLayout, count: 
             after_skip = 0
             for _ in range(layout.lines_to_skip):
                 after_skip = next_line_start(f, after_skip + 1, size)
-            pieces = -(-size // layout.range_bytes)
             starts = sorted({0, *(b for b in (next_line_start(f, k * size // pieces, size) for k in range(1, pieces))
                                   if after_skip <= b < size)})
         ends = [*starts[1:], size]
@@ -418,6 +426,15 @@ def plan_parts(fs: pafs.FileSystem, files: list[str], layout: CSVLayout, count: 
                 line, record = line + lines, record + records
         parts_of[parts[0].path] = numbered
     return [part for path in files for part in parts_of[path]]
+
+
+def read_task_count(parts: list[FilePart], layout: CSVLayout, cpus: int) -> int:
+    """Read tasks for `parts`: as Ray Data would choose (two per CPU, one per `range_bytes`), but never
+    more than there are parts. Ray Data makes up for fewer tasks by splitting each task's output, and a
+    split read cannot be fused with the cleaning step after it: unsplit, one task reads and annotates
+    each part, with no copy through the object store in between."""
+    wanted = max(2 * cpus, -(-sum(part.byte_count for part in parts) // layout.range_bytes))
+    return max(1, min(len(parts), wanted))
 
 
 def count_on_ray(jobs: list[tuple]) -> list[tuple[int, int]]:

@@ -18,12 +18,16 @@ import pandas as pd
 def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas", batch_size: int | None = None,
                  columns: list[str] | None = None) -> list[dict]:
     """Runs `partial` on every batch of `ds` (only its `columns`, when given) and returns the JSON-able
-    partial statistics. Whole blocks of a small materialised `ds` are read in the driver (`pipeline.data.local`)."""
-    from pipeline.data.local import local_batches
+    partial statistics. Whole blocks of a small materialised `ds` are read in the driver, those of a larger
+    one by a plain task per block (`pipeline.data.local`)."""
+    from pipeline.data.local import local_batches, per_block
 
     batches = local_batches(ds, batch_format, columns) if batch_size is None else None
     if batches is not None:
         return [json.loads(json.dumps(partial(batch))) for batch in batches]  # JSON round trip: as the tasks' return
+    parts = per_block(ds, lambda batch: json.dumps(partial(batch)), batch_format, columns) if batch_size is None else None
+    if parts is not None:
+        return [json.loads(part) for part in parts]
 
     def run(batch):
         return {"partial": np.array([json.dumps(partial(batch))], dtype=object)}

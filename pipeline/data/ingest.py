@@ -35,6 +35,15 @@ def source_bytes(*uris: str | None) -> int:
     return sum(info.size or 0 for uri in uris if uri and uri != "builtin" for info in resolve_files(uri)[1])
 
 
+def cluster_cpus() -> int:
+    """The CPUs of the Ray cluster joined, or of the local one that Ray Data starts when none is."""
+    import os
+
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else os.cpu_count() or 1
+
+
 def resolve_files(uri: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
     """`resolve_paths` with each file's info (its size among them), from the same listing."""
     from pipeline import storage
@@ -103,7 +112,7 @@ def read_dataset(uri: str, fmt: str = "auto", options: TableOptions | None = Non
     fs, files = resolve_paths(uri)
     fmt = infer_format(files, fmt)
     if fmt in ("csv", "tsv"):
-        from pipeline.data.csv_source import CSVLayout, QuarantiningCSVDatasource, plan_parts
+        from pipeline.data.csv_source import CSVLayout, QuarantiningCSVDatasource, plan_parts, read_task_count
 
         sizes = {k: v for k, v in (("block_bytes", block_bytes), ("range_bytes", range_bytes)) if v}
         layout = CSVLayout(options, "\t" if fmt == "tsv" else ",", **sizes)
@@ -111,7 +120,10 @@ def read_dataset(uri: str, fmt: str = "auto", options: TableOptions | None = Non
         for path, columns in found.items():
             check_columns(path, columns, schema or {})
         check_same_columns(found)
-        return ray.data.read_datasource(QuarantiningCSVDatasource(fs, plan_parts(fs, files, layout), layout))
+        cpus = cluster_cpus()
+        parts = plan_parts(fs, files, layout, ranges_at_least=2 * cpus)
+        return ray.data.read_datasource(QuarantiningCSVDatasource(fs, parts, layout),
+                                        override_num_blocks=read_task_count(parts, layout, cpus))
     if fmt == "parquet":
         ds = ray.data.read_parquet(files, filesystem=fs)
         found = each_file(files, lambda path: parquet_columns(fs, path))

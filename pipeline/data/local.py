@@ -1,12 +1,13 @@
-"""Small materialised datasets read in the driver, without a Ray Data execution.
+"""Materialised datasets read without a Ray Data execution.
 
 Every Ray Data execution costs 0.2-1 s even on a few thousand rows (a task per block, the streaming
 executor's start and stop); a run made about twenty of them only to gather statistics, count classes and
 score held-out rows. A materialised dataset's blocks are already in the object store, so the driver can
 read them directly: the same blocks in the same order, hence the same numbers. Only up to `LOCAL_BYTES`,
 and only for reading (statistics, counts, scoring) and for cutting small data into its splits
-(`split.split_locally`): larger or lazy data, and every other transformation, still run as Ray Data
-tasks on the cluster.
+(`split.split_locally`). A larger materialised dataset's per-block statistics run as plain Ray tasks,
+one per block, where the block lies (`per_block`). Lazy data, and every other transformation, still run
+as Ray Data tasks on the cluster.
 """
 
 from __future__ import annotations
@@ -23,29 +24,62 @@ def is_small(ds, limit: float = LOCAL_BYTES) -> bool:
     return isinstance(ds, MaterializedDataset) and ds.size_bytes() <= limit
 
 
+def block_refs(ds) -> list | None:
+    """The object references of `ds`'s blocks in order when it is materialised, else None."""
+    from ray.data.dataset import MaterializedDataset
+
+    if not isinstance(ds, MaterializedDataset):
+        return None
+    return [ref for bundle in ds.iter_internal_ref_bundles() for ref in bundle.block_refs]
+
+
 def local_blocks(ds, limit: float = LOCAL_BYTES) -> list | None:
     """The blocks of `ds` in order when it `is_small`, else None."""
     import ray
 
-    if not is_small(ds, limit):
+    return ray.get(block_refs(ds)) if is_small(ds, limit) else None
+
+
+def as_batch(block, batch_format: str, columns: list[str] | None = None):
+    """A non-empty block as the batch `map_batches(batch_size=None)` hands its function (None when empty:
+    an empty block may lack the columns, and Ray Data calls no function on it)."""
+    from ray.data.block import BlockAccessor
+
+    accessor = BlockAccessor.for_block(block)
+    if not accessor.num_rows():
         return None
-    refs = [ref for bundle in ds.iter_internal_ref_bundles() for ref in bundle.block_refs]
-    return ray.get(refs)
+    if columns is not None:
+        accessor = BlockAccessor.for_block(accessor.select(columns))
+    return accessor.to_batch_format(batch_format)
+
+
+def per_block(ds, fn, batch_format: str, columns: list[str] | None = None) -> list | None:
+    """`fn(batch)` of each non-empty block of a materialised `ds`, in block order, one plain Ray task a
+    block (half the time of a Ray Data execution over the same blocks, measured on 1M rows); None when
+    `ds` is lazy."""
+    import ray
+
+    refs = block_refs(ds)
+    if refs is None:
+        return None
+    run = ray.remote(num_cpus=1)(apply_to_block)
+    fn_ref = ray.put(fn)  # one copy of the function (and whatever it closes over) for every task
+    return [out[0] for out in ray.get([run.remote(ref, fn_ref, batch_format, columns) for ref in refs]) if out is not None]
+
+
+def apply_to_block(block, fn, batch_format: str, columns: list[str] | None) -> list | None:
+    """[fn(batch)], or None for an empty block (`fn` may itself return None)."""
+    batch = as_batch(block, batch_format, columns)
+    return None if batch is None else [fn(batch)]
 
 
 def local_batches(ds, batch_format: str, columns: list[str] | None = None, limit: float = LOCAL_BYTES) -> list[Any] | None:
     """Each non-empty block of a small materialised `ds` as one batch (what `map_batches(batch_size=None)`
     hands its function), restricted to `columns` when given; None when `ds` is lazy or large."""
-    from ray.data.block import BlockAccessor
-
     blocks = local_blocks(ds, limit)
     if blocks is None:
         return None
-    accessors = [BlockAccessor.for_block(block) for block in blocks]
-    accessors = [a for a in accessors if a.num_rows()]  # an empty block may lack the columns
-    if columns is not None:
-        accessors = [BlockAccessor.for_block(a.select(columns)) for a in accessors]
-    return [a.to_batch_format(batch_format) for a in accessors]
+    return [batch for batch in (as_batch(block, batch_format, columns) for block in blocks) if batch is not None]
 
 
 def rebatched(batches: list[Any], batch_size: int) -> Iterator[Any]:
