@@ -105,8 +105,8 @@ def run_ray(csv: str, out: str, stream_above_mb: float | None = None) -> int:
     ds = read_dataset(csv, "csv", cfg.data.options, cfg.data.columns)
     prep = table_features(cfg)
     features = (prep.input_columns + [c for c in [prep.label_column] if c], prep.partial)  # fitted in the cleaning pass
-    clean = clean_dataset(ds, task.checks(cfg), "pandas", statistics={"features": kept_rows(features)}, materialize=not streaming)
-    clean.quarantined.write_parquet(os.path.join(out, "quarantine"))
+    clean = clean_dataset(ds, task.checks(cfg), "pandas", statistics={"features": kept_rows(features)}, materialize=not streaming,
+                          quarantine_uri=os.path.join(out, "quarantine"))  # as `pipeline run` writes it
     prep.fit_from_partials(clean.statistics["features"])
     rows = 0
     for batch in clean.kept.map_batches(prep.transform, batch_format="pandas").iter_batches(batch_size=None):

@@ -73,7 +73,8 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     if lf_names:
         statistics["labeling"] = ([VOTE_PREFIX + n for n in lf_names], lambda b: labeling_partial(b, lf_names))
     streaming = streaming_reason(cfg.data)
-    clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None, statistics, materialize=not streaming)
+    clean = clean_dataset(ds, task.checks(cfg), task.batch_format, cfg.data.dedup or None, statistics, materialize=not streaming,
+                          quarantine_uri=storage.join(output_dir, "quarantine"))
     report: dict[str, Any] = {"task": task.name, "source": storage.redact(cfg.data.source), **clean.summary()}
     if formats:
         report["datetime_formats"] = formats
@@ -82,7 +83,7 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     if lf_names:
         report["labeling"] = labeling_stats(clean.statistics["labeling"], lf_names)
     kept = clean.kept.drop_columns([VOTE_PREFIX + n for n in lf_names]) if lf_names else clean.kept
-    quarantine_path = write_quarantine(clean, storage.join(output_dir, "quarantine"))
+    quarantine_path = clean.quarantine_path
     report["quarantine_path"] = storage.redact(quarantine_path)
     watch.lap("clean", f"kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}"
               + (f" (streamed, {streaming}: each later pass reads the source again)" if streaming else ""))
@@ -100,21 +101,6 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     write_report(report, output_dir)
     log(format_report(report))
     return PreparedData(splits, clean, report, kept)
-
-
-def write_quarantine(clean: CleanResult, uri: str) -> str:
-    """Rejected rows with their `reason` as Parquet; written (with zero rows) even when none were."""
-    storage.delete_dir(uri)
-    if clean.rows_quarantined:
-        clean.quarantined.repartition(1).write_parquet(uri)
-    else:
-        import pyarrow.parquet as pq
-
-        storage.make_dirs(uri)
-        schema = clean.annotated.schema()
-        fs, path = storage.filesystem(storage.join(uri, "empty.parquet"))
-        pq.write_table(getattr(schema, "base_schema", schema).empty_table(), path, filesystem=fs)
-    return uri
 
 
 def featurize(task: Task, cfg: PipelineConfig, splits: dict, log: Log = print, timings: Timings | None = None):

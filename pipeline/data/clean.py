@@ -14,12 +14,13 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.data.features import Statistic, fit_partials, gather_partials
 from pipeline.data.local import local_batches
+from pipeline.data.quarantine import REASON_COLUMN, CleaningPassSink, write_quarantine
 from pipeline.data.split import stable_hash
 
-REASON_COLUMN = "reason"
 DEDUP_HASH = "_dedup_hash"  # 0: the row has no complete key
 HASH_PRIME = np.uint64(0x100000001B3)
 Step = Callable[[Any], tuple[Any, np.ndarray]]
@@ -91,6 +92,7 @@ class CleanResult:
     reasons: dict[str, int] = field(default_factory=dict)
     annotated: Any = None  # every row with its reason (materialised, or lazy when streamed), for report statistics
     statistics: dict[str, list[dict]] = field(default_factory=dict)  # the caller's `statistics`, per block
+    quarantine_path: str | None = None  # where the rejected rows were written (`clean_dataset`'s `quarantine_uri`)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -102,7 +104,8 @@ class CleanResult:
 
 
 def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_keys: list[str] | None = None,
-                  statistics: dict[str, Statistic] | None = None, materialize: bool = True) -> CleanResult:
+                  statistics: dict[str, Statistic] | None = None, materialize: bool = True,
+                  quarantine_uri: str | None = None) -> CleanResult:
     """Annotates each row with its reason, de-duplicates, and splits kept rows from quarantined ones.
 
     `materialize`: the annotated rows are kept in the object store after one read of `ds` (fast; memory
@@ -110,7 +113,9 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
     use of `kept` or `quarantined` reads and annotates `ds` again (memory stays flat; CPU per pass).
     `statistics`: more per-block statistics of the annotated rows (e.g. the report's null counts, or
     features fitted on the kept rows), gathered in the same pass as the reason counts (each Ray Data
-    execution has a fixed cost, and a streamed one a read of the source)."""
+    execution has a fixed cost, and a streamed one a read of the source).
+    `quarantine_uri`: where to write the rejected rows (`pipeline.data.quarantine`); streamed, the
+    cleaning pass writes them itself."""
     if not materialize:  # every pass over `ds` and what derives from it: small blocks, so each task's memory stays small
         context = ds.context
         context.target_max_block_size = min(context.target_max_block_size or STREAM_BLOCK_BYTES, STREAM_BLOCK_BYTES)
@@ -120,7 +125,13 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
         annotated = annotated.materialize()
     if dedup_keys:
         annotated = mark_duplicates(annotated, materialize)
-    gathered = gather_partials(annotated, {"reasons": ([REASON_COLUMN], reason_counts), **(statistics or {})})
+    wanted = {"reasons": ([REASON_COLUMN], reason_counts), **(statistics or {})}
+    if materialize:
+        gathered = gather_partials(annotated, wanted)
+    else:  # one streamed pass: statistics, and the rejected rows written as they go by
+        sink = CleaningPassSink(wanted, quarantine_uri)
+        annotated.write_datasink(sink)
+        gathered = dict(sink.statistics)
     reasons: dict[str, int] = {}
     for part in gathered.pop("reasons"):
         for reason, n in part.items():
@@ -129,7 +140,12 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
     rows_kept = reasons.pop("", 0)
     kept = annotated.filter(expr=f"{REASON_COLUMN} == ''").drop_columns([REASON_COLUMN])
     quarantined = annotated.filter(expr=f"{REASON_COLUMN} != ''")
-    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated, gathered)
+    path = None
+    if quarantine_uri and materialize:
+        path = write_quarantine(quarantined, rows_in - rows_kept, annotated.schema(), quarantine_uri)
+    elif quarantine_uri:
+        path = sink.join_parts(annotated.schema() if not rows_in - rows_kept else None)
+    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated, gathered, path)
 
 
 def streaming_reason(data) -> str:
@@ -186,7 +202,9 @@ def mark_duplicates(annotated, materialize: bool = True):
     reasons = dups[REASON_COLUMN].to_numpy(dtype=object)
     reasons[later] = "duplicate"
     dups[REASON_COLUMN] = pd.array(reasons.astype(str), dtype="string")
-    marked = unique.union(ray.data.from_pandas(dups)).drop_columns([DEDUP_HASH])
+    # Through Arrow's own conversion: Ray Data's would pickle a column that `to_pandas` left as objects
+    # (a datetime column with None in it), and the quarantine file would hold it unreadable.
+    marked = unique.union(ray.data.from_arrow(pa.Table.from_pandas(dups, preserve_index=False))).drop_columns([DEDUP_HASH])
     return marked.materialize() if materialize else marked
 
 

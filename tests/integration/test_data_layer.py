@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline import storage
 from pipeline.config import SplitConfig
 from pipeline.data.split import split_dataset
 from pipeline.errors import DataError
@@ -147,6 +148,12 @@ def test_s3_ingest_from_a_local_server(tmp_path, s3_server):
     cfg = tabular_config(tmp_path, "s3://pipeline-test/raw/messy.csv")
     prepared = prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), quiet)
     assert (prepared.report["rows_in"], prepared.report["rows_kept"]) == (11, 3)
+    # Streamed, everything on S3: the cleaning pass's workers write their rejected rows there, joined into one file.
+    streamed = tabular_config(tmp_path, "s3://pipeline-test/raw/messy.csv", stream_above_mb=0)
+    prepared = prepare_data(get_task("tabular"), streamed, "s3://pipeline-test/streamed", quiet)
+    assert storage.list_files("s3://pipeline-test/streamed/quarantine") == ["quarantine.parquet"]  # no part left behind
+    fs, path = storage.filesystem("s3://pipeline-test/streamed/quarantine/quarantine.parquet")
+    assert pq.read_table(path, filesystem=fs).num_rows == prepared.report["rows_quarantined"] == 8
     with pytest.raises(DataError, match="bucket not found: no-such-bucket"):
         get_task("tabular").read(tabular_config(tmp_path, "s3://no-such-bucket/x.csv"))
     with pytest.raises(DataError, match="input not found: s3://pipeline-test/raw/missing.csv"):

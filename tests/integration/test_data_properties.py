@@ -1,13 +1,18 @@
 """Property-based, on the session's Ray: dirty CSV tables split across 1 to 4 files and read with block
 sizes from 1 KiB to 16 MiB (and files cut into byte ranges of 512 bytes to whole) go through ingest and cleaning (its
 rows kept in memory or streamed); every record is counted, kept or quarantined,
-and each quarantined row's reason is the one a plain-Python oracle of the rules gives (tests/dirty_csv.py).
+and each quarantined row's reason is the one a plain-Python oracle of the rules gives (tests/dirty_csv.py),
+in the result and in the quarantine file written.
 Examples are few (each runs Ray Data end to end) and derandomized, so CI runs the same ones every time."""
 
+import os
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,13 +45,19 @@ def clean_files(files: list[bytes], block_bytes: int, ray_block_bytes: int, rang
         data_cfg = SimpleNamespace(columns=SCHEMA, datetime_formats={}, options=options)
         formats = infer_datetime_formats(ds, data_cfg)
         steps = [TypeStep(SCHEMA, NA_VALUES, formats), *(RuleStep(c, r) for c, r in RULES.items())]
-        result = clean_dataset(ds, steps, "pandas", ["id"], materialize=materialize)
+        quarantine = tempfile.mkdtemp(prefix="quarantine-")
+        result = clean_dataset(ds, steps, "pandas", ["id"], materialize=materialize, quarantine_uri=quarantine)
         rows = result.annotated.select_columns(["_source", "_record", "reason"]).to_pandas()
     finally:
         context.target_max_block_size = saved
     index = {str(folder / f"part-{i}.csv"): i for i in range(len(files))}
     found = {(index[s], int(r)): str(reason) for s, r, reason in zip(rows["_source"], rows["_record"], rows["reason"])}
-    return result, found, formats
+    (file,) = os.listdir(quarantine)  # one file (with the schema when empty), no leftovers
+    pickled = [f.name for f in pq.read_schema(os.path.join(quarantine, file)) if isinstance(f.type, pa.ExtensionType)]
+    assert not pickled, f"columns stored as pickled objects: {pickled}"  # readable by any Parquet reader
+    written = pd.read_parquet(quarantine)
+    written = {(index[s], int(r)): str(reason) for s, r, reason in zip(written["_source"], written["_record"], written["reason"])}
+    return result, found, formats, written
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
@@ -57,11 +68,12 @@ def test_every_record_is_kept_or_quarantined_for_the_oracles_reason(lines, parts
     """Cleaned rows kept in memory or streamed (each use reads the files again): the same records."""
     files = split_files(lines, parts)
     expected = oracle_reasons(files)
-    result, found, _ = clean_files(files, block_bytes, ray_block_bytes, range_bytes, materialize)
+    result, found, _, written = clean_files(files, block_bytes, ray_block_bytes, range_bytes, materialize)
     assert result.rows_in == len(expected)  # the independent reader's record count
     assert result.rows_kept + result.rows_quarantined == result.rows_in
     assert len(found) == len(expected)  # no record twice, none lost
     assert found == expected
+    assert written == {key: reason for key, reason in expected.items() if reason}  # the file holds them all
     if not materialize:  # a streamed result read again: the same split between kept and quarantined
         assert (result.kept.count(), result.quarantined.count()) == (result.rows_kept, result.rows_quarantined)
 
@@ -74,7 +86,7 @@ def test_results_do_not_depend_on_files_or_blocks(lines):
     outcomes = []
     for parts, block_bytes, ray_block_bytes, range_bytes in ((1, 16 << 20, 128 << 20, None), (1, 1 << 10, 4 << 10, 300),
                                                              (3, 1 << 10, 4 << 10, None), (4, 4 << 10, 128 << 20, 700)):
-        _, found, formats = clean_files(split_files(lines, parts), block_bytes, ray_block_bytes, range_bytes)
+        _, found, formats, _ = clean_files(split_files(lines, parts), block_bytes, ray_block_bytes, range_bytes)
         # Record 0 of each file is the valid row split_files adds; the rest, in file order, is the table.
         data_rows = [found[key] for key in sorted(found) if key[1] != 0]
         outcomes.append((data_rows, formats))
