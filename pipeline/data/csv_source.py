@@ -429,12 +429,15 @@ def plan_parts(fs: pafs.FileSystem, files: list[str], layout: CSVLayout, count: 
 
 
 def read_task_count(parts: list[FilePart], layout: CSVLayout, cpus: int) -> int:
-    """Read tasks for `parts`: as Ray Data would choose (two per CPU, one per `range_bytes`), but never
-    more than there are parts. Ray Data makes up for fewer tasks by splitting each task's output, and a
-    split read cannot be fused with the cleaning step after it: unsplit, one task reads and annotates
-    each part, with no copy through the object store in between."""
-    wanted = max(2 * cpus, -(-sum(part.byte_count for part in parts) // layout.range_bytes))
-    return max(1, min(len(parts), wanted))
+    """Read tasks for `parts` (-1: Ray Data's choice). With at least two parts per CPU: as many tasks as
+    Ray Data would choose (two per CPU, one per `range_bytes`), but never more than there are parts. Ray
+    Data makes up for fewer tasks by splitting each task's output, and a split read cannot be fused with
+    the cleaning step after it: unsplit, one task reads and annotates each part, with no copy through the
+    object store in between. With fewer parts (one compressed file, a small file), that split is what
+    lets the steps after the read run on every core, so Ray Data chooses."""
+    if len(parts) < 2 * cpus:
+        return -1
+    return min(len(parts), max(2 * cpus, -(-sum(part.byte_count for part in parts) // layout.range_bytes)))
 
 
 def count_on_ray(jobs: list[tuple]) -> list[tuple[int, int]]:
