@@ -142,6 +142,34 @@ def test_schema_mismatch_fails_with_one_message(tmp_path):
         get_task("tabular").read(tabular_config(tmp_path, tmp_path / "words.csv"))
 
 
+def test_a_csv_in_ranges_is_read_and_cleaned_in_one_task_each_and_a_compressed_one_on_every_core(tmp_path):
+    """Ranges, at least two per CPU: each read task cleans its rows itself (Ray Data fuses the steps, no copy
+    between them). One compressed file, one read task: its output is split so that cleaning runs on every core."""
+    import gzip
+
+    from ray.data import DataContext
+
+    from pipeline.data.clean import clean_dataset
+    from pipeline.data.ingest import read_dataset
+
+    data = "id,age,city,score,label\n" + "".join(f"{i},{20 + i % 50},Paris,0.5,yes\n" for i in range(20_000))
+    (tmp_path / "big.csv").write_text(data)
+    (tmp_path / "big.csv.gz").write_bytes(gzip.compress(data.encode()))
+    cfg, task = tabular_config(tmp_path, tmp_path / "big.csv"), get_task("tabular")
+    context = DataContext.get_current()
+    saved, context.target_min_block_size = context.target_min_block_size, 1 << 10  # Ray Data would want 200 tasks
+    try:
+        ranged = clean_dataset(read_dataset(str(tmp_path / "big.csv"), "csv", cfg.data.options, cfg.data.columns,
+                                            range_bytes=16 << 10), task.checks(cfg))
+    finally:
+        context.target_min_block_size = saved
+    assert "ReadQuarantiningCSV->MapBatches(annotate_batch)" in ranged.annotated.stats()
+    whole = clean_dataset(read_dataset(str(tmp_path / "big.csv.gz"), "csv", cfg.data.options, cfg.data.columns), task.checks(cfg))
+    assert "ReadQuarantiningCSV->SplitBlocks" in whole.annotated.stats()
+    assert ranged.rows_kept == whole.rows_kept == 20_000
+    assert ranged.kept.to_pandas()["_record"].tolist() == list(range(20_000))  # ranges numbered as one file
+
+
 def test_s3_ingest_from_a_local_server(tmp_path, s3_server):
     s3_server.create_bucket(Bucket="pipeline-test")
     s3_server.put_object(Bucket="pipeline-test", Key="raw/messy.csv", Body=MESSY_CSV.encode())

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import TableOptions
-from pipeline.data.csv_source import CSVLayout, count_part, plan_parts, read_lines, read_parts
+from pipeline.data.csv_source import CSVLayout, FilePart, count_part, plan_parts, range_count, read_lines, read_parts, read_task_count
 
 from tests.dirty_csv import COLUMNS, dirty_lines, oracle_records, split_files
 
@@ -109,3 +109,17 @@ def test_multiline_mode_lets_a_quoted_field_span_lines():
         ("1", "two\nlines", True), ("2", "plain", True), (None, None, False)]
     default = read(data, 1 << 20).to_pylist()  # one record per line: the open quote costs its two lines
     assert [r["_malformed"] is None for r in default] == [False, False, True, False]
+
+
+def test_a_file_is_cut_into_two_ranges_per_cpu_down_to_a_block_and_read_tasks_never_outnumber_parts():
+    layout = CSVLayout(TableOptions(), ",")  # 32 MiB ranges, 8 MiB blocks
+    mib = 1 << 20
+    assert range_count(100 * mib, layout) == 4  # one per range_bytes
+    assert range_count(100 * mib, layout, ranges_at_least=4) == 4
+    assert range_count(100 * mib, layout, ranges_at_least=32) == 12  # no range under MIN_RANGE_BYTES
+    assert range_count(5 * mib, layout, ranges_at_least=32) == 1
+    big = [FilePart("a.csv", 100 * mib, i * 25 * mib, (i + 1) * 25 * mib) for i in range(4)]
+    assert read_task_count(big, layout, cpus=2) == 4  # a task a part: nothing for Ray Data to split
+    assert read_task_count(big, layout, cpus=4) == -1  # fewer parts than two per CPU: Ray Data splits the output
+    small = [FilePart(f"{i}.csv", 10 << 10) for i in range(1000)]
+    assert read_task_count(small, layout, cpus=2) == 4  # many small files: two tasks per CPU, as Ray Data would
