@@ -68,7 +68,7 @@ def step_times(models: list[dict], rank: int, ddp: bool, warmup: int, steps: int
 
     from pipeline.data.features import load_preprocessor
     from pipeline.tasks import config_from_dict, get_task
-    from pipeline.train.loop import make_optimizer
+    from pipeline.train.loop import make_optimizer, train_step
 
     torch.set_num_threads(1)
     out = []
@@ -88,14 +88,8 @@ def step_times(models: list[dict], rank: int, ddp: bool, warmup: int, steps: int
         for step in range(warmup + steps):
             if step == warmup:
                 started = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            for part in range(parts):
-                start = ((step * parts + part) * size) % max(n - size, 1)
-                batch = {k: v[order[start:start + size]] for k, v in rows.items()}
-                batch = task.augment(cfg, batch)
-                loss = task.loss(cfg, task.forward(model, batch), batch)
-                (loss if parts == 1 else loss / parts).backward()
-            optimizer.step()
+            starts = [((step * parts + part) * size) % max(n - size, 1) for part in range(parts)]
+            train_step(task, cfg, model, optimizer, [{k: v[order[s:s + size]] for k, v in rows.items()} for s in starts])
         out.append((time.perf_counter() - started) / steps * 1000)
     return out
 

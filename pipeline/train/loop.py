@@ -185,6 +185,39 @@ class RankStreams:
             self.states[part] = self.capture()
 
 
+def train_step(task, cfg, model: torch.nn.Module, optimizer: torch.optim.Optimizer, parts: list[dict], scaler=None,
+               autocast=contextlib.nullcontext, around=lambda part: contextlib.nullcontext()) -> list[tuple[torch.Tensor, int]]:
+    """One optimizer step over `parts`, a batch per data rank: augment, forward and loss (under
+    `autocast()`), backward, each part's loss divided by their number (DDP's gradient mean, accumulated by
+    a worker standing in for several ranks), then one update (through `scaler` when loss scaling is on).
+    `around(part)` wraps each part (its rank's random streams and batch-norm statistics). Returns each
+    part's loss (detached, on the device: no host sync) and rows."""
+    optimizer.zero_grad(set_to_none=True)
+    losses = []
+    for part, batch in enumerate(parts):
+        with around(part):
+            batch = task.augment(cfg, batch)
+            with autocast():
+                outputs = task.forward(model, batch)
+                loss = task.loss(cfg, outputs, batch)
+            scaled = loss if len(parts) == 1 else loss / len(parts)
+            (scaler.scale(scaled) if scaler else scaled).backward()
+        losses.append((loss.detach().float(), len(next(iter(batch.values())))))
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return losses
+
+
+@contextlib.contextmanager
+def rank_context(streams, norms: list[torch.nn.Module], part: int):
+    """A data rank's random streams and, for ranks after the first, frozen batch-norm statistics."""
+    with streams.of(part), rank_zero_statistics(norms, part):
+        yield
+
+
 def running_norms(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The model's normalisation layers that keep running statistics (batch norm)."""
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.track_running_stats]
@@ -530,6 +563,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     use_amp = tc.amp
     precision = amp_dtype(device, tc.amp_dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and precision == torch.float16)
+    autocast = lambda: torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp)  # noqa: E731
     train_rows = int(loop_config["train_rows"])
     data_world = world * len(session.data_ranks)  # the data-parallel ranks in all
     steps_per_epoch = max(1, train_rows // data_world // tc.batch_size)
@@ -550,19 +584,10 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             lr = tc.lr * lr_factor(tc.schedule, epoch + min(step / steps_per_epoch, 1.0), tc.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            for part, batch in enumerate(parts):  # one per data rank: DDP's gradient mean, accumulated
-                with streams.of(part), rank_zero_statistics(norms, part):
-                    batch = task.augment(cfg, batch)
-                    with torch.autocast(device_type=device.type, dtype=precision, enabled=use_amp):
-                        outputs = task.forward(model, batch)
-                        loss = task.loss(cfg, outputs, batch)
-                    scaler.scale(loss if len(parts) == 1 else loss / len(parts)).backward()
-                n = len(next(iter(batch.values())))
-                loss_sums[part] += loss.detach().float() * n
+            ranks = lambda part: rank_context(streams, norms, part)  # noqa: E731
+            for part, (loss, n) in enumerate(train_step(task, cfg, model, optimizer, parts, scaler, autocast, ranks)):
+                loss_sums[part] += loss * n
                 rows += n
-            scaler.step(optimizer)
-            scaler.update()
 
         model.eval()
         val_sums: dict[str, float] = {}
