@@ -216,6 +216,21 @@ def section_demo(d: dict) -> list[str]:
             *table(["task", "seconds", "test metrics"], rows), *note]
 
 
+def result_time(path: Path) -> float:
+    """When a result was measured: its file's modification time while it differs from the last commit (a
+    run just now), else the time of the commit that last changed it (a clone gives every file the clone's time)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args, "--", str(path)], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    committed = git("log", "-1", "--format=%ct")
+    if committed and not git("status", "--porcelain"):
+        return float(committed)
+    return path.stat().st_mtime
+
+
 def render(status: dict[str, str]) -> str:
     def load(name: str):
         path = RESULTS / f"{name}.json"
@@ -223,10 +238,10 @@ def render(status: dict[str, str]) -> str:
 
     lines = ["# Benchmark results", "",
              f"Rendered by `make bench` (`python benchmarks/run_all.py`) on {time.strftime('%Y-%m-%d')}, {machine()}, from the "
-             "latest result of each benchmark (`benchmarks/results/*.json`; each file's modification date is its run's, listed "
-             "below). Each benchmark compares its variants side by side in one run and reports ratios; one benchmark runs at a "
+             "latest result of each benchmark (`benchmarks/results/*.json`; when each was measured, as below: a result not yet "
+             "committed by its file's modification time, a committed one by its commit's). Each benchmark compares its variants side by side in one run and reports ratios; one benchmark runs at a "
              "time. Notes on what the numbers mean and how they moved: `benchmarks/NOTES.md`.", ""]
-    measured = {p.stem: time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime)) for p in sorted(RESULTS.glob("*.json"))}
+    measured = {p.stem: time.strftime("%Y-%m-%d %H:%M", time.localtime(result_time(p))) for p in sorted(RESULTS.glob("*.json"))}
     lines += table(["benchmark", "result from", "this run"], [[name, measured.get(name, "never"), status.get(name, "not run")]
                                                               for name in sorted(set(measured) | set(status))])
     sections = [("train_loop", lambda d: section_train_loop(d, "Training loop: Ray Train vs a bare PyTorch loop (CPU)")),
