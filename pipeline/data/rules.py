@@ -30,8 +30,9 @@ MALFORMED_COLUMN = "_malformed"  # set by the CSV reader on rows it could not pa
 
 
 class TypeStep:
-    """Normalises text ("?" and blanks -> missing) and coerces every declared column (datetime columns
-    with one format each, decided for the whole column: `infer_datetime_formats`)."""
+    """Quarantines the rows the CSV reader could not parse (`_malformed` set), normalises text ("?" and
+    blanks -> missing) and coerces every declared column (datetime columns with one format each, decided
+    for the whole column: `infer_datetime_formats`)."""
 
     def __init__(self, schema: dict[str, str], na_values: list[str], datetime_formats: dict[str, str] | None = None):
         self.schema, self.na_values, self.datetime_formats = schema, set(na_values), datetime_formats or {}
@@ -93,9 +94,8 @@ class PresentStep:
 
 
 def rule_steps(data_cfg: DataConfig) -> list:
-    steps: list = []
-    if data_cfg.columns:
-        steps.append(TypeStep(data_cfg.columns, data_cfg.options.na_values, data_cfg.datetime_formats))
+    # The type step runs without a schema too: it is what quarantines the lines the CSV reader could not parse.
+    steps: list = [TypeStep(data_cfg.columns, data_cfg.options.na_values, data_cfg.datetime_formats)]
     steps += [RuleStep(column, rules) for column, rules in data_cfg.clean.items()]
     return steps
 

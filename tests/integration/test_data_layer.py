@@ -84,6 +84,18 @@ def test_messy_csv_rows_are_quarantined_with_reasons(tmp_path, stream_above_mb):
     assert sorted(prepared.clean.kept.to_pandas()["id"].tolist()) == [1, 2, 10]
 
 
+def test_a_line_the_reader_cannot_parse_is_quarantined_without_a_schema_too(tmp_path):
+    """No declared columns (a user's CSV read as text): the short and the long line are still quarantined,
+    not kept as rows of nulls."""
+    (tmp_path / "messy.csv").write_text(MESSY_CSV)
+    cfg = tabular_config(tmp_path, tmp_path / "messy.csv", schema={}, clean={}, dedup=[])
+    assert not cfg.data.columns
+    prepared = prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), quiet)
+    assert prepared.report["quarantined_by_reason"] == {"malformed_row": 2}
+    assert prepared.report["rows_kept"] == 9
+    assert sorted(pd.read_parquet(tmp_path / "out" / "quarantine")["_line"].tolist()) == [4, 11]
+
+
 def test_a_streamed_source_gives_the_report_quarantine_and_splits_of_one_kept_in_memory(tmp_path):
     """Above data.stream_above_mb, cleaning streams (flat memory; each later pass reads the source again):
     the embedded Adult data (stratified split, labeling, imputed values; a tighter hours range and
