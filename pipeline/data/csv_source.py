@@ -437,7 +437,7 @@ def read_task_count(parts: list[FilePart], layout: CSVLayout, cpus: int) -> int:
     lets the steps after the read run on every core, so Ray Data chooses."""
     if len(parts) < 2 * cpus:
         return -1
-    return min(len(parts), max(2 * cpus, -(-sum(part.byte_count for part in parts) // layout.range_bytes)))
+    return max(1, min(len(parts), max(2 * cpus, -(-sum(part.byte_count for part in parts) // layout.range_bytes))))
 
 
 def count_on_ray(jobs: list[tuple]) -> list[tuple[int, int]]:

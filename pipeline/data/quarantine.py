@@ -43,6 +43,20 @@ def write_empty(uri: str, schema) -> None:
     pq.write_table(schema.empty_table(), path, filesystem=fs)
 
 
+def rejected_rows(block):
+    """The rows of `block` (Arrow or pandas, as the cleaning step left it) with a reason, as an Arrow table;
+    None when there are none. Only those rows are converted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from ray.data.block import BlockAccessor
+
+    if isinstance(block, pa.Table):
+        rows = block.filter(pc.not_equal(block[REASON_COLUMN], ""))
+    else:
+        rows = BlockAccessor.for_block(block[(block[REASON_COLUMN] != "").to_numpy(dtype=bool)].reset_index(drop=True)).to_arrow()
+    return rows if rows.num_rows else None
+
+
 class CleaningPassSink(Datasink):
     """A pass over annotated rows that gathers per-block `statistics` (name -> (columns, partial), as
     `gather_partials`) and, when `uri` is set, writes the rejected rows under it: one pass and one read
@@ -63,7 +77,6 @@ class CleaningPassSink(Datasink):
             storage.make_dirs(storage.join(self.uri, PARTS_DIR))
 
     def write(self, blocks: Iterable, ctx) -> dict:
-        import pyarrow.compute as pc
         from ray.data.block import BlockAccessor
 
         statistics, rejected = [], None
@@ -72,11 +85,12 @@ class CleaningPassSink(Datasink):
             if batch is None:
                 continue
             statistics.append(json.loads(json.dumps({name: partial(batch) for name, (_, partial) in self.partials.items()})))
-            table = BlockAccessor.for_block(block).to_arrow()
-            if rejected is None:  # Ray's own concatenation: column types unified across blocks as Ray Data does
-                rejected = BlockAccessor.for_block(table).builder()
-            rejected.add_block(table.filter(pc.not_equal(table[REASON_COLUMN], "")))
-        if self.uri and rejected is not None and rejected.num_rows():
+            rows = rejected_rows(block) if self.uri else None
+            if rows is not None:
+                if rejected is None:  # Ray's own concatenation: column types unified across blocks as Ray Data does
+                    rejected = BlockAccessor.for_block(rows).builder()
+                rejected.add_block(rows)
+        if rejected is not None:
             import pyarrow.parquet as pq
 
             fs, path = storage.filesystem(storage.join(self.uri, PARTS_DIR, f"part-{ctx.task_idx:06d}.parquet"))
