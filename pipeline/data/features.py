@@ -41,10 +41,17 @@ def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas
 Statistic = tuple[list[str], Callable[[pd.DataFrame], dict]]
 
 
+def combined(statistics: dict[str, Statistic]) -> Statistic:
+    """Several per-block statistics (name -> (columns read, partial)) as one: the columns any of them
+    reads, and a partial returning each one's under its name."""
+    columns = list(dict.fromkeys(c for cols, _ in statistics.values() for c in cols))
+    return columns, lambda batch: {name: partial(batch) for name, (_, partial) in statistics.items()}
+
+
 def gather_partials(ds, statistics: dict[str, Statistic]) -> dict[str, list[dict]]:
     """Several per-block statistics (name -> (columns read, partial)) in one pass over `ds`."""
-    columns = list(dict.fromkeys(c for cols, _ in statistics.values() for c in cols))
-    rows = fit_partials(ds, lambda batch: {name: partial(batch) for name, (_, partial) in statistics.items()}, columns=columns)
+    columns, partial = combined(statistics)
+    rows = fit_partials(ds, partial, columns=columns)
     return {name: [row[name] for row in rows] for name in statistics}
 
 

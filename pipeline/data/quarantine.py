@@ -16,7 +16,7 @@ from typing import Iterable
 from ray.data.datasource import Datasink
 
 from pipeline import storage
-from pipeline.data.features import Statistic
+from pipeline.data.features import Statistic, combined
 from pipeline.data.local import as_batch
 
 REASON_COLUMN = "reason"
@@ -31,16 +31,17 @@ def write_quarantine(quarantined, rows: int, schema, uri: str) -> str:
     if rows:
         quarantined.repartition(1).write_parquet(uri)
         return uri
-    write_empty(uri, getattr(schema, "base_schema", schema))
+    write_empty(uri, schema)
     return uri
 
 
 def write_empty(uri: str, schema) -> None:
+    """An empty quarantine file with `schema` (Arrow, or Ray Data's wrapper of it)."""
     import pyarrow.parquet as pq
 
     storage.make_dirs(uri)
     fs, path = storage.filesystem(storage.join(uri, QUARANTINE_FILE))
-    pq.write_table(schema.empty_table(), path, filesystem=fs)
+    pq.write_table(getattr(schema, "base_schema", schema).empty_table(), path, filesystem=fs)
 
 
 def rejected_rows(block):
@@ -64,8 +65,8 @@ class CleaningPassSink(Datasink):
     the pass, in block order."""
 
     def __init__(self, statistics: dict[str, Statistic], uri: str | None = None):
-        self.partials, self.uri = statistics, uri
-        self.columns = list(dict.fromkeys(c for cols, _ in statistics.values() for c in cols))
+        self.names, self.uri = list(statistics), uri
+        self.columns, self.partial = combined(statistics)
         self.statistics: dict[str, list[dict]] = {}
 
     def get_name(self) -> str:
@@ -84,7 +85,7 @@ class CleaningPassSink(Datasink):
             batch = as_batch(block, "pandas", self.columns)
             if batch is None:
                 continue
-            statistics.append(json.loads(json.dumps({name: partial(batch) for name, (_, partial) in self.partials.items()})))
+            statistics.append(json.loads(json.dumps(self.partial(batch))))  # JSON round trip: as `fit_partials` returns them
             rows = rejected_rows(block) if self.uri else None
             if rows is not None:
                 if rejected is None:  # Ray's own concatenation: column types unified across blocks as Ray Data does
@@ -99,7 +100,7 @@ class CleaningPassSink(Datasink):
 
     def on_write_complete(self, write_result) -> None:
         blocks = [block for r in sorted(write_result.write_returns, key=lambda r: r["task"]) for block in r["statistics"]]
-        self.statistics = {name: [block[name] for block in blocks] for name in self.partials}
+        self.statistics = {name: [block[name] for block in blocks] for name in self.names}
 
     def join_parts(self, schema) -> str:
         """The tasks' files joined into one in task order, one file in memory at a time, then removed; their
@@ -119,6 +120,6 @@ class CleaningPassSink(Datasink):
                 for f in files:
                     writer.write_table(pq.read_table(f, filesystem=fs).select(schema.names).cast(schema))
         else:
-            write_empty(self.uri, getattr(schema, "base_schema", schema))
+            write_empty(self.uri, schema)
         storage.delete_dir(parts)
         return self.uri

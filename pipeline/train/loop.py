@@ -577,6 +577,7 @@ def run_training(loop_config: dict[str, Any], session) -> None:
     for epoch in range(state["epoch"], 0 if state["done"] else tc.epochs):
         started = time.perf_counter()
         streams = RankStreams(cfg.seed, epoch, session.data_ranks, device)
+        ranks = lambda part: rank_context(streams, norms, part)  # noqa: E731
         model.train()
         loss_sums, rows = [torch.zeros((), device=device) for _ in train_data], 0  # on the device: no host sync per step
         lr = tc.lr
@@ -584,7 +585,6 @@ def run_training(loop_config: dict[str, Any], session) -> None:
             lr = tc.lr * lr_factor(tc.schedule, epoch + min(step / steps_per_epoch, 1.0), tc.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            ranks = lambda part: rank_context(streams, norms, part)  # noqa: E731
             for part, (loss, n) in enumerate(train_step(task, cfg, model, optimizer, parts, scaler, autocast, ranks)):
                 loss_sums[part] += loss * n
                 rows += n
