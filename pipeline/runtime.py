@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from pipeline import storage
 from pipeline.errors import ConfigError
 from pipeline.tasks import PLUGINS_ENV
 
 _QUIET_LOGGERS = ("ray.data", "ray.train", "ray.tune", "ray.serve", "ray._private", "ray.air")
+LIMITS_RETRY_S = 0.05  # how soon Ray Data asks again for the cluster's size while it does not know it yet
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
@@ -42,9 +44,35 @@ def configure_data_context(verbose: bool = False) -> None:
     # compute, dominates on small blocks (measured in benchmarks/data_stages.py).
     ctx.target_min_block_size = max(ctx.target_min_block_size or 0, 16 * 2**20)
     ctx.print_on_execution_start = verbose
+    ask_for_limits_until_known()
     if not verbose:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ask_for_limits_until_known() -> None:
+    """Ray Data 2.60 learns the cluster's CPUs, GPUs and object store from its autoscaling coordinator
+    actor, which answers asynchronously: the first look returns nothing, and the executor looks again
+    only a second later. For that first second of every execution its limits are zero, so it runs one
+    task at a time (seen on 2 cores: a 4-task step took 2.1 s where 2 tasks at once take 1.5 s). This
+    makes it look again every `LIMITS_RETRY_S` while the limits are still zero; once known, Ray's own
+    once-a-second refresh applies. A Ray without these internals is left as it is."""
+    try:
+        from ray.data._internal.execution.resource_manager import ResourceManager
+    except ImportError:
+        return
+    original = getattr(ResourceManager, "get_global_limits", None)
+    if original is None or getattr(original, "asks_until_known", False):
+        return
+
+    def get_global_limits(self):
+        limits, last = getattr(self, "_global_limits", None), getattr(self, "_global_limits_last_update_time", None)
+        if limits is not None and last is not None and limits.is_zero() and time.time() - last >= LIMITS_RETRY_S:
+            self._global_limits_last_update_time = 0
+        return original(self)
+
+    get_global_limits.asks_until_known = True
+    ResourceManager.get_global_limits = get_global_limits
 
 
 def live_nodes() -> list[dict]:

@@ -301,6 +301,25 @@ def test_no_malformed_row_is_lost_across_many_read_blocks(tmp_path):
     assert len(frame) == 200_000 and frame["_malformed"].notna().sum() == 500
 
 
+def test_an_execution_runs_tasks_side_by_side_from_its_start():
+    """Ray Data 2.60 runs one task at a time until it learns the cluster's size, a second into each
+    execution; `pipeline.runtime` has it ask again every 50 ms until it knows."""
+    import time
+
+    import ray.data
+
+    ray.data.range(2, override_num_blocks=2).materialize()  # Ray Data's own actors are up, as after a run's first stage
+
+    def stamp(batch):
+        start = time.time()
+        time.sleep(0.5)
+        return {"start": [start], "end": [time.time()]}
+
+    rows = ray.data.range(4, override_num_blocks=4).map_batches(stamp, batch_size=None).take_all()
+    first_end = min(row["end"] for row in rows)
+    assert sum(row["start"] < first_end for row in rows) >= 2, rows
+
+
 def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives():
     """Statistics, class counts and held-out batches read from a small materialised dataset's blocks in
     the driver (no Ray Data execution) equal the Ray Data pass they replace, empty blocks included."""
