@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.data.features import Statistic, fit_partials, gather_partials
+from pipeline.data.features import Statistic, fit_partials
 from pipeline.data.local import local_batches
-from pipeline.data.quarantine import REASON_COLUMN, CleaningPassSink, write_quarantine
+from pipeline.data.quarantine import REASON_COLUMN, CleaningPassSink, cleaning_pass
 from pipeline.data.split import stable_hash
 
 DEDUP_HASH = "_dedup_hash"  # 0: the row has no complete key
@@ -114,8 +114,8 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
     `statistics`: more per-block statistics of the annotated rows (e.g. the report's null counts, or
     features fitted on the kept rows), gathered in the same pass as the reason counts (each Ray Data
     execution has a fixed cost, and a streamed one a read of the source).
-    `quarantine_uri`: where to write the rejected rows (`pipeline.data.quarantine`); streamed, the
-    cleaning pass writes them itself."""
+    `quarantine_uri`: where to write the rejected rows (`pipeline.data.quarantine`), in the pass that
+    gathers the statistics."""
     if not materialize:  # every pass over `ds` and what derives from it: small blocks, so each task's memory stays small
         context = ds.context
         context.target_max_block_size = min(context.target_max_block_size or STREAM_BLOCK_BYTES, STREAM_BLOCK_BYTES)
@@ -126,9 +126,9 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
     if dedup_keys:
         annotated = mark_duplicates(annotated, materialize)
     wanted = {"reasons": ([REASON_COLUMN], reason_counts), **(statistics or {})}
-    if materialize:
-        gathered = gather_partials(annotated, wanted)
-    else:  # one streamed pass: statistics, and the rejected rows written as they go by
+    gathered = cleaning_pass(annotated, wanted, quarantine_uri) if materialize else None
+    sink = None
+    if gathered is None:  # streamed (or lazy after de-duplication): one Ray Data pass, the rejected rows written as they go by
         sink = CleaningPassSink(wanted, quarantine_uri)
         annotated.write_datasink(sink)
         gathered = dict(sink.statistics)
@@ -140,12 +140,9 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
     rows_kept = reasons.pop("", 0)
     kept = annotated.filter(expr=f"{REASON_COLUMN} == ''").drop_columns([REASON_COLUMN])
     quarantined = annotated.filter(expr=f"{REASON_COLUMN} != ''")
-    path = None
-    if quarantine_uri and materialize:
-        path = write_quarantine(quarantined, rows_in - rows_kept, annotated.schema(), quarantine_uri)
-    elif quarantine_uri:
-        path = sink.join_parts(annotated.schema() if not rows_in - rows_kept else None)
-    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated, gathered, path)
+    if sink is not None and quarantine_uri:
+        sink.join_parts(annotated.schema() if not rows_in - rows_kept else None)
+    return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated, gathered, quarantine_uri)
 
 
 def streaming_reason(data) -> str:

@@ -7,6 +7,7 @@ its state as JSON. The same `transform` runs in training, evaluation, Serve and 
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import ABC, abstractmethod
 from typing import Any, Callable
@@ -20,14 +21,12 @@ def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas
     """Runs `partial` on every batch of `ds` (only its `columns`, when given) and returns the JSON-able
     partial statistics. Whole blocks of a small materialised `ds` are read in the driver, those of a larger
     one by a plain task per block (`pipeline.data.local`)."""
-    from pipeline.data.local import local_batches, per_block
+    from pipeline.data.local import each_block
 
-    batches = local_batches(ds, batch_format, columns) if batch_size is None else None
-    if batches is not None:
-        return [json.loads(json.dumps(partial(batch))) for batch in batches]  # JSON round trip: as the tasks' return
-    parts = per_block(ds, lambda batch: json.dumps(partial(batch)), batch_format, columns) if batch_size is None else None
-    if parts is not None:
-        return [json.loads(part) for part in parts]
+    if batch_size is None:
+        parts = each_block(ds, functools.partial(block_partial, partial, batch_format, columns))
+        if parts is not None:
+            return [json.loads(part) for part in parts if part is not None]  # JSON round trip: what a task returns
 
     def run(batch):
         return {"partial": np.array([json.dumps(partial(batch))], dtype=object)}
@@ -35,6 +34,14 @@ def fit_partials(ds, partial: Callable[[Any], dict], batch_format: str = "pandas
     ds = ds.select_columns(columns) if columns is not None else ds
     rows = ds.map_batches(run, batch_format=batch_format, batch_size=batch_size).take_all()
     return [json.loads(row["partial"]) for row in rows]
+
+
+def block_partial(partial: Callable[[Any], dict], batch_format: str, columns: list[str] | None, block) -> str | None:
+    """`partial` of a block as the batch `map_batches(batch_size=None)` hands a function, as JSON; None when empty."""
+    from pipeline.data.local import as_batch
+
+    batch = as_batch(block, batch_format, columns)
+    return None if batch is None else json.dumps(partial(batch))
 
 
 # A per-block statistic: the columns it reads and a function of a pandas batch to a JSON-able dict.
@@ -51,8 +58,12 @@ def combined(statistics: dict[str, Statistic]) -> Statistic:
 def gather_partials(ds, statistics: dict[str, Statistic]) -> dict[str, list[dict]]:
     """Several per-block statistics (name -> (columns read, partial)) in one pass over `ds`."""
     columns, partial = combined(statistics)
-    rows = fit_partials(ds, partial, columns=columns)
-    return {name: [row[name] for row in rows] for name in statistics}
+    return by_name(fit_partials(ds, partial, columns=columns), list(statistics))
+
+
+def by_name(parts: list[dict], names: list[str]) -> dict[str, list[dict]]:
+    """Per-block partials of a `combined` statistic as one list of partials per statistic."""
+    return {name: [part[name] for part in parts] for name in names}
 
 
 class Preprocessor(ABC):

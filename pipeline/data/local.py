@@ -6,7 +6,7 @@ score held-out rows. A materialised dataset's blocks are already in the object s
 read them directly: the same blocks in the same order, hence the same numbers. Only up to `LOCAL_BYTES`,
 and only for reading (statistics, counts, scoring) and for cutting small data into its splits
 (`split.split_locally`). A larger materialised dataset's per-block statistics run as plain Ray tasks,
-one per block, where the block lies (`per_block`). Lazy data, and every other transformation, still run
+one per block, where the block lies (`each_block`). Lazy data, and every other transformation, still run
 as Ray Data tasks on the cluster.
 """
 
@@ -53,24 +53,24 @@ def as_batch(block, batch_format: str, columns: list[str] | None = None):
     return accessor.to_batch_format(batch_format)
 
 
-def per_block(ds, fn, batch_format: str, columns: list[str] | None = None) -> list | None:
-    """`fn(batch)` of each non-empty block of a materialised `ds`, in block order, one plain Ray task a
-    block (half the time of a Ray Data execution over the same blocks, measured on 1M rows); None when
-    `ds` is lazy."""
+def each_block(ds, fn, limit: float = LOCAL_BYTES) -> list | None:
+    """`fn(block)` of each block of a materialised `ds`, in block order: in the driver when `ds` is small
+    (`limit`), else one plain Ray task a block, where the block lies (half the time of a Ray Data
+    execution over the same blocks, measured on 1M rows); None when `ds` is lazy."""
     import ray
 
     refs = block_refs(ds)
     if refs is None:
         return None
-    run = ray.remote(num_cpus=1)(apply_to_block)
+    if is_small(ds, limit):
+        return [fn(block) for block in ray.get(refs)]
+    run = ray.remote(num_cpus=1)(call)
     fn_ref = ray.put(fn)  # one copy of the function (and whatever it closes over) for every task
-    return [out[0] for out in ray.get([run.remote(ref, fn_ref, batch_format, columns) for ref in refs]) if out is not None]
+    return ray.get([run.remote(fn_ref, ref) for ref in refs])
 
 
-def apply_to_block(block, fn, batch_format: str, columns: list[str] | None) -> list | None:
-    """[fn(batch)], or None for an empty block (`fn` may itself return None)."""
-    batch = as_batch(block, batch_format, columns)
-    return None if batch is None else [fn(batch)]
+def call(fn, block):
+    return fn(block)
 
 
 def local_batches(ds, batch_format: str, columns: list[str] | None = None, limit: float = LOCAL_BYTES) -> list[Any] | None:

@@ -1,14 +1,17 @@
 """The quarantine: every rejected row with its `reason`, one Parquet file in a directory (an empty file
 with the schema when no row was rejected), so it is always there to look at.
 
-Cleaned rows kept in memory: written from them after cleaning (`write_quarantine`). Streamed: the
-cleaning pass itself writes each task's rejected rows to a file of its own, named by the task's index
-(a retried task overwrites its own file), and returns its blocks' statistics (`CleaningPassSink`). The
-driver then joins those files into one, file by file, so the quarantine costs no extra read of the source.
+It is written by the pass that gathers the cleaning statistics, so it costs no pass of its own. Cleaned
+rows kept in memory: a plain task per block returns the block's statistics and its rejected rows, and the
+driver writes those rows as one file (`cleaning_pass`). Streamed (or lazy): a Ray Data pass writes each
+task's rejected rows to a file of its own, named by the task's index (a retried task overwrites its own
+file), and returns its blocks' statistics (`CleaningPassSink`); the driver then joins those files into
+one, file by file, so the quarantine costs no extra read of the source.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 from typing import Iterable
@@ -16,32 +19,64 @@ from typing import Iterable
 from ray.data.datasource import Datasink
 
 from pipeline import storage
-from pipeline.data.features import Statistic, combined
-from pipeline.data.local import as_batch
+from pipeline.data.features import Statistic, by_name, combined
+from pipeline.data.local import as_batch, each_block
 
 REASON_COLUMN = "reason"
 QUARANTINE_FILE = "quarantine.parquet"
 PARTS_DIR = "_parts"  # inside the quarantine directory while the pass runs: readers skip names starting with "_"
 
 
-def write_quarantine(quarantined, rows: int, schema, uri: str) -> str:
-    """`quarantined` (a dataset of `rows` rejected rows) as one Parquet file under `uri`; with none, an
-    empty file with `schema` (the annotated rows')."""
-    storage.delete_dir(uri)
-    if rows:
-        quarantined.repartition(1).write_parquet(uri)
-        return uri
-    write_empty(uri, schema)
-    return uri
+def cleaning_pass(ds, statistics: dict[str, Statistic], uri: str | None) -> dict[str, list[dict]] | None:
+    """One pass over the blocks of a materialised `ds` (annotated rows): the per-block `statistics`, as
+    `gather_partials` returns them, and, with `uri`, the rejected rows written there as one file. None
+    when `ds` is lazy (`CleaningPassSink` then)."""
+    columns, partial = combined(statistics)
+    passes = each_block(ds, functools.partial(block_pass, columns, partial, bool(uri)))
+    if passes is None:
+        return None
+    if uri:
+        storage.delete_dir(uri)
+        rejected = [rows for _, rows in passes if rows is not None]
+        if rejected:
+            write_one(uri, joined(rejected))
+        else:
+            write_empty(uri, ds.schema())
+    return by_name([stats for stats, _ in passes if stats is not None], list(statistics))
 
 
-def write_empty(uri: str, schema) -> None:
-    """An empty quarantine file with `schema` (Arrow, or Ray Data's wrapper of it)."""
+def block_pass(columns: list[str], partial, keep_rejected: bool, block) -> tuple[dict | None, object]:
+    """A block's statistics (`partial` of its `columns`; None when the block is empty) and, when
+    `keep_rejected`, its rejected rows (an Arrow table; None when there are none)."""
+    batch = as_batch(block, "pandas", columns)
+    if batch is None:
+        return None, None
+    statistics = json.loads(json.dumps(partial(batch)))  # JSON round trip: as `fit_partials` returns them
+    return statistics, rejected_rows(block) if keep_rejected else None
+
+
+def joined(tables: list):
+    """Arrow tables as one, column types unified as Ray Data unifies blocks (a column all null in one
+    table takes the others' type)."""
+    from ray.data.block import BlockAccessor
+
+    builder = BlockAccessor.for_block(tables[0]).builder()
+    for table in tables:
+        builder.add_block(table)
+    return builder.build()
+
+
+def write_one(uri: str, table) -> None:
     import pyarrow.parquet as pq
 
     storage.make_dirs(uri)
     fs, path = storage.filesystem(storage.join(uri, QUARANTINE_FILE))
-    pq.write_table(getattr(schema, "base_schema", schema).empty_table(), path, filesystem=fs)
+    pq.write_table(table, path, filesystem=fs)
+
+
+def write_empty(uri: str, schema) -> None:
+    """An empty quarantine file with `schema` (Arrow, or Ray Data's wrapper of it)."""
+    write_one(uri, getattr(schema, "base_schema", schema).empty_table())
 
 
 def rejected_rows(block):
@@ -78,29 +113,23 @@ class CleaningPassSink(Datasink):
             storage.make_dirs(storage.join(self.uri, PARTS_DIR))
 
     def write(self, blocks: Iterable, ctx) -> dict:
-        from ray.data.block import BlockAccessor
+        import pyarrow.parquet as pq
 
-        statistics, rejected = [], None
+        statistics, rejected = [], []
         for block in blocks:
-            batch = as_batch(block, "pandas", self.columns)
-            if batch is None:
-                continue
-            statistics.append(json.loads(json.dumps(self.partial(batch))))  # JSON round trip: as `fit_partials` returns them
-            rows = rejected_rows(block) if self.uri else None
+            stats, rows = block_pass(self.columns, self.partial, bool(self.uri), block)
+            if stats is not None:
+                statistics.append(stats)
             if rows is not None:
-                if rejected is None:  # Ray's own concatenation: column types unified across blocks as Ray Data does
-                    rejected = BlockAccessor.for_block(rows).builder()
-                rejected.add_block(rows)
-        if rejected is not None:
-            import pyarrow.parquet as pq
-
+                rejected.append(rows)
+        if rejected:
             fs, path = storage.filesystem(storage.join(self.uri, PARTS_DIR, f"part-{ctx.task_idx:06d}.parquet"))
-            pq.write_table(rejected.build(), path, filesystem=fs)
+            pq.write_table(joined(rejected), path, filesystem=fs)
         return {"task": ctx.task_idx, "statistics": statistics}
 
     def on_write_complete(self, write_result) -> None:
         blocks = [block for r in sorted(write_result.write_returns, key=lambda r: r["task"]) for block in r["statistics"]]
-        self.statistics = {name: [block[name] for block in blocks] for name in self.names}
+        self.statistics = by_name(blocks, self.names)
 
     def join_parts(self, schema) -> str:
         """The tasks' files joined into one in task order, one file in memory at a time, then removed; their

@@ -1,5 +1,6 @@
 """The data stages on messy real-world input: formats, URIs, schema, rules, labeling, dedup, splits."""
 
+import functools
 import json
 
 import numpy as np
@@ -326,8 +327,8 @@ def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives
     import ray.data
 
     from pipeline.data.clean import value_counts
-    from pipeline.data.features import fit_partials
-    from pipeline.data.local import local_batches, rebatched
+    from pipeline.data.features import block_partial, fit_partials
+    from pipeline.data.local import each_block, local_batches, rebatched
 
     rng = np.random.default_rng(0)
     frames = [pd.DataFrame({"x": rng.normal(size=n), "label": rng.choice(["a", "b", "c"], size=n)}) for n in (700, 0, 1300, 5)]
@@ -344,6 +345,8 @@ def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives
     from_ray = [p for p in fit_partials(lazy, partial, columns=["x", "label"]) if p["n"]]
     assert fit_partials(ds, partial, columns=["x", "label"]) == from_ray and len(from_ray) == 3
     assert value_counts(ds, "label") == value_counts(lazy, "label")
+    in_tasks = each_block(ds, functools.partial(block_partial, partial, "pandas", ["x", "label"]), limit=0)  # a task a block
+    assert [json.loads(p) for p in in_tasks if p is not None] == from_ray and each_block(lazy, len) is None
     expected = list(ds.iter_batches(batch_size=256, batch_format="numpy"))
     got = list(rebatched(local_batches(ds, "numpy"), 256))
     assert [len(b["x"]) for b in got] == [len(b["x"]) for b in expected]
