@@ -177,7 +177,7 @@ class TableFeatures(Preprocessor):
             counts = to_text(batch[col]).value_counts()
             out[col] = {str(k): int(v) for k, v in counts.items()}
         if self.label_column:
-            out["__labels__"] = sorted(set(to_text(batch[self.label_column]).dropna()))
+            out["__labels__"] = sorted(to_text(batch[self.label_column]).dropna().unique().tolist())  # unique: vectorised, a set() iterates every row
         return out
 
     def fit(self, train_ds):
