@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from pipeline.tasks import config_from_dict, default_config, load_config  # noqa: E402
 
 
+SAMPLE_SHARE = 20  # memory sampling sleeps 20x as long as a sample took: at most 5% of one core
 CHUNK_ROWS = 1_000_000  # generated a chunk per process and written in order: a 10M-row file never sits in memory
 
 
@@ -172,8 +173,12 @@ def measure(engine: str, csv: str, stream_above_mb: float | None = None) -> dict
     proc = subprocess.Popen([sys.executable, __file__, "--child", engine, "--csv", csv, *limit], stdout=subprocess.PIPE, text=True)
     parent, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
+        started = time.perf_counter()
         peak = max(peak, tree_memory(parent))
-        time.sleep(0.2)  # each sample reads every process's smaps: keep its CPU cost small
+        # Each sample walks every process's page tables in the kernel: ~2.5 ms a process, 37 ms for a local
+        # Ray's ~15 processes, which at 5 samples a second took a tenth of one of 2 cores from the run
+        # measured. Sampling stays at most 1/SAMPLE_SHARE of one core: every 0.2 s for pandas' one process.
+        time.sleep(max(0.2, SAMPLE_SHARE * (time.perf_counter() - started)))
     out = [line for line in proc.stdout.read().splitlines() if line.startswith('{"rows"')]  # Ray may print too
     if proc.returncode != 0 or not out:
         raise SystemExit(f"{engine} run failed with status {proc.returncode}")
