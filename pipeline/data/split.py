@@ -95,11 +95,10 @@ def assign_leave_last_out(batch: pd.DataFrame, group: str, time: str, last_two: 
 def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     """Splits a Ray Dataset into {"train", "val", "test"} materialised Ray Datasets.
 
-    Each split is one pass over `ds` (materialised, or cheap to recompute, as the cleaned rows are) or
-    over its rows with their hashes, when the cut points of a stratified or leave-last-out split need
-    them first: every Ray Data execution has a fixed cost, so rows are not materialised with their
-    assignment before the three splits are. When those hashed rows are small, they are assigned in one
-    execution and cut in the driver (`split_locally`)."""
+    One pass over `ds` assigns each row its split (over its rows with their hashes, materialised first,
+    when the cut points of a stratified or leave-last-out split need them): small hashed rows are then
+    cut in the driver (`split_locally`), others block by block as the pass puts them out
+    (`split_in_tasks`), so a streamed source is read once, not once a split."""
     method = cfg.method
     columns = set(ds.columns())
     needed = {"random": cfg.key, "stratified": cfg.key + [cfg.stratify], "grouped": [cfg.group], "temporal": [cfg.time],
@@ -181,21 +180,54 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     labelled = hashed.map_batches(assign_with_holdout, batch_format="pandas")
     if is_small(hashed):  # assigned once, cut in the driver
         return split_locally(labelled.materialize())
-    return {
-        name: labelled.filter(expr=f"{SPLIT_COLUMN} == {i}").drop_columns([SPLIT_COLUMN]).materialize()
-        for i, name in enumerate(SPLITS)
-    }
+    return split_in_tasks(labelled)
 
 
 def split_locally(labelled) -> dict:
     """The splits of a small materialised dataset with its split column, cut block by block in the driver:
     the blocks Ray Data's filter makes (one per input block, in order), without three executions."""
-    import pyarrow.compute as pc
     import ray.data
+
+    parts = [cut_block(block) for block in local_blocks(labelled, limit=math.inf)]
+    parts = [part for part in parts if part is not None]  # an empty block may lack the columns
+    return {name: ray.data.from_arrow([part[i] for part in parts]) for i, name in enumerate(SPLITS)}
+
+
+def split_in_tasks(labelled, in_flight: int = 8) -> dict:
+    """The splits of `labelled` (rows with their split column) in one pass: each block, as the pass puts it
+    out, is cut into its three parts by a plain Ray task, where three filters would run the pass (for a
+    streamed source: read and clean it) three times. At most `in_flight` cuts wait, so the pass's blocks
+    do not pile up in memory ahead of them."""
+    import ray
+    import ray.data
+
+    cut = ray.remote(num_returns=len(SPLITS))(cut_block_or_empty)
+    parts: list[list] = [[] for _ in SPLITS]
+    waiting: list = []
+    for bundle in labelled.iter_internal_ref_bundles():
+        for ref in bundle.block_refs:
+            pieces = cut.remote(ref)
+            for part, piece in zip(parts, pieces):
+                part.append(piece)
+            waiting.append(pieces[0])
+            if len(waiting) >= in_flight:
+                _, waiting = ray.wait(waiting, num_returns=len(waiting) - in_flight + 1)
+    return {name: ray.data.from_arrow_refs(part) if part else ray.data.from_arrow([]) for name, part in zip(SPLITS, parts)}
+
+
+def cut_block(block) -> list | None:
+    """A block with its split column as the rows of each split (Arrow tables, in split order, possibly
+    empty); None for an empty block."""
+    import pyarrow.compute as pc
     from ray.data.block import BlockAccessor
 
-    tables = [BlockAccessor.for_block(block).to_arrow() for block in local_blocks(labelled, limit=math.inf)]
-    tables = [table for table in tables if table.num_rows]  # an empty block may lack the columns
-    return {name: ray.data.from_arrow([table.filter(pc.equal(table[SPLIT_COLUMN], i)).drop_columns([SPLIT_COLUMN])
-                                       for table in tables])
-            for i, name in enumerate(SPLITS)}
+    table = BlockAccessor.for_block(block).to_arrow()
+    if not table.num_rows:
+        return None
+    return [table.filter(pc.equal(table[SPLIT_COLUMN], i)).drop_columns([SPLIT_COLUMN]) for i in range(len(SPLITS))]
+
+
+def cut_block_or_empty(block) -> tuple:
+    import pyarrow as pa
+
+    return tuple(cut_block(block) or [pa.table({})] * len(SPLITS))

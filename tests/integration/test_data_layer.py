@@ -356,10 +356,36 @@ def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives
     assert [len(f) for f in frames_back] == [1000, 1000, 5] and frames_back[1].index[0] == 0
 
 
+@pytest.mark.parametrize("method", ["random", "grouped"])
+def test_a_lazy_source_is_split_in_one_pass(tmp_path, method):
+    """Rows not held in memory (a streamed source) are split by cutting each block of one pass: the source
+    is read once, not once a split, and the splits hold what the same rows held in memory give."""
+    import uuid
+
+    import ray.data
+
+    calls = tmp_path / "calls"
+    calls.mkdir()
+
+    def source(batch: pd.DataFrame) -> pd.DataFrame:  # stands for reading and cleaning: one file a call
+        (calls / uuid.uuid4().hex).touch()
+        return batch.assign(user=batch["id"].to_numpy() % 50)
+
+    lazy = ray.data.range(3000, override_num_blocks=6).map_batches(source, batch_format="pandas", batch_size=None)
+    cfg = SplitConfig(method=method, ratios=[0.7, 0.15, 0.15], key=["id"], stratify=None,
+                      group="user" if method == "grouped" else None, time=None)
+    splits = split_dataset(lazy, cfg, seed=7)
+    assert len(list(calls.iterdir())) <= 6 + 2  # a call a block, and the first block again for each look at the columns
+    in_memory = split_dataset(lazy.materialize(), cfg, seed=7)
+    for name in ("train", "val", "test"):
+        pd.testing.assert_frame_equal(splits[name].to_pandas(), in_memory[name].to_pandas(), check_dtype=False)
+    assert sum(splits[name].count() for name in ("train", "val", "test")) == 3000
+
+
 @pytest.mark.parametrize("method", ["stratified", "leave_last_out"])
 def test_splits_cut_in_the_driver_have_ray_datas_blocks_and_rows(method, monkeypatch):
     """Small materialised data is split in the driver (`split_locally`): the same blocks (row counts, in
-    order; training shards follow them) and the same rows as Ray Data's three filters."""
+    order; training shards follow them) and the same rows as larger data cut by a task a block."""
     import ray.data
 
     import pipeline.data.split as split_module
@@ -376,7 +402,7 @@ def test_splits_cut_in_the_driver_have_ray_datas_blocks_and_rows(method, monkeyp
     cfg = SplitConfig(method=method, ratios=[0.7, 0.15, 0.15], key=["id"], stratify="label" if method == "stratified" else None,
                       group="user" if method == "leave_last_out" else None, time="ts" if method == "leave_last_out" else None)
     local = split_dataset(ds, cfg, seed=7)
-    monkeypatch.setattr(split_module, "is_small", lambda *a, **k: False)  # Ray Data's filters
+    monkeypatch.setattr(split_module, "is_small", lambda *a, **k: False)  # cut by a task a block (`split_in_tasks`)
     remote = split_dataset(ds, cfg, seed=7)
 
     def block_rows(split):
