@@ -48,6 +48,8 @@ def configure_data_context(verbose: bool = False) -> None:
     if not verbose:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # Its one warning says that progress bars are off, which is this function's own choice.
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def ask_for_limits_until_known() -> None:

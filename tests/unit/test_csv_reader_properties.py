@@ -123,3 +123,23 @@ def test_a_file_is_cut_into_two_ranges_per_cpu_down_to_a_block_and_read_tasks_ne
     assert read_task_count(big, layout, cpus=4) == -1  # fewer parts than two per CPU: Ray Data splits the output
     small = [FilePart(f"{i}.csv", 10 << 10) for i in range(1000)]
     assert read_task_count(small, layout, cpus=2) == 4  # many small files: two tasks per CPU, as Ray Data would
+
+
+def test_ray_datas_no_cpu_warning_is_dropped_only_right_after_the_line_counts():
+    """Ray Data's "no available CPUs ... will hang" read a stale resource view after the line-count tasks;
+    only then is it dropped."""
+    import logging
+
+    from pipeline.data.csv_source import StaleNoCpuWarning
+
+    StaleNoCpuWarning.after_own_tasks()
+    StaleNoCpuWarning.after_own_tasks()  # installed once
+    (dropper,) = [f for f in logging.getLogger("ray.data.dataset").filters if isinstance(f, StaleNoCpuWarning)]
+
+    def passes(message: str) -> bool:
+        return dropper.filter(logging.LogRecord("ray.data.dataset", logging.WARNING, __file__, 1, message, None, None))
+
+    warning = "Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang"
+    assert not passes(warning) and passes("another warning")
+    StaleNoCpuWarning.until = 0.0  # the moment has passed
+    assert passes(warning)
