@@ -228,6 +228,12 @@ def cut_block(block) -> list | None:
 
 
 def cut_block_or_empty(block) -> tuple:
-    import pyarrow as pa
+    """`cut_block` for a task, which must return three values: an empty block gives itself three times
+    (without the split column, when it has one)."""
+    from ray.data.block import BlockAccessor
 
-    return tuple(cut_block(block) or [pa.table({})] * len(SPLITS))
+    parts = cut_block(block)
+    if parts is not None:
+        return tuple(parts)
+    table = BlockAccessor.for_block(block).to_arrow()
+    return (table.drop_columns([SPLIT_COLUMN]) if SPLIT_COLUMN in table.column_names else table,) * len(SPLITS)

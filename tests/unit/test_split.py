@@ -36,3 +36,15 @@ def test_stratified_assignment_does_not_depend_on_row_order():
     order = np.random.default_rng(0).permutation(100)
     shuffled = assign_by_cutoffs(labels[order], hashes[order], stratum_cutoffs(labels[order], hashes[order], [0.6, 0.2, 0.2]))
     assert (assign_by_cutoffs(labels, hashes, cut)[order] == shuffled).all()
+
+
+def test_a_block_is_cut_into_its_splits_and_an_empty_one_keeps_its_columns():
+    import pyarrow as pa
+
+    from pipeline.data.split import SPLIT_COLUMN, cut_block_or_empty
+
+    block = pa.table({"id": [1, 2, 3, 4], SPLIT_COLUMN: pa.array([0, 2, 0, 1], pa.int8())})
+    assert [part["id"].to_pylist() for part in cut_block_or_empty(block)] == [[1, 3], [4], [2]]
+    empty = cut_block_or_empty(block.slice(0, 0))  # a task must return three blocks: the columns stay
+    assert len(empty) == 3 and all(part.num_rows == 0 and part.column_names == ["id"] for part in empty)
+    assert all(part.num_columns == 0 for part in cut_block_or_empty(pa.table({})))
