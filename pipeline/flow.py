@@ -91,12 +91,18 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
         raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
                         f"see {quarantine_path} and fix the data or the task's data options")
 
+    columns = kept.columns()
+    missing = [c for c in task.required_columns(cfg) if c not in columns]
+    if missing:
+        shown = ", ".join(c for c in columns if not c.startswith("_"))
+        raise DataError(f"{cfg.data.source} has no column {', '.join(map(repr, missing))} (its columns: {shown}); name the "
+                        f"label column with --set data.labeling.target=COLUMN, or derive it with labeling functions (data.labeling)")
     splits = split_dataset(kept, cfg.data.split, cfg.seed)
     counts = {name: splits[name].count() for name in SPLITS}
     watch.lap("split", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     report["splits"] = counts
     label = cfg.data.labeling.target
-    if label in kept.columns():
+    if label in columns:
         report["class_balance"] = {name: dict(sorted(value_counts(splits[name], label).items())) for name in SPLITS if counts[name]}
     write_report(report, output_dir)
     log(format_report(report))

@@ -71,6 +71,11 @@ class Task(ABC):
     def example_request(self) -> tuple[dict, Any]:
         """A request for the demo and docs, with the answer a good model gives (or None)."""
 
+    def required_columns(self, cfg: PipelineConfig) -> list[str]:
+        """Columns the cleaned (and labelled) rows must have, checked before they are split: a run
+        without them stops there with the columns it found, not in a task of the feature stage."""
+        return []
+
     def checks(self, cfg: PipelineConfig) -> list[Step]:
         """Cleaning steps: the configured type coercion and column rules, the labeling functions, then
         the columns every candidate's split needs."""

@@ -58,6 +58,9 @@ class ClassificationTask(Task):
     def request_to_batch(self, request: dict, preprocessor) -> Any:
         """Raw rows for the preprocessor from one validated request (raises RequestError for a 422)."""
 
+    def required_columns(self, cfg):
+        return [cfg.data.labeling.target]
+
     # --- training -----------------------------------------------------------------------------------
     def loss(self, cfg, outputs, batch):
         return torch.nn.functional.cross_entropy(outputs.float(), batch["y"], label_smoothing=cfg.train.label_smoothing)

@@ -209,6 +209,14 @@ def test_empty_after_cleaning_stops_before_training(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("method", ["random", "stratified"])
+def test_a_table_without_its_label_column_stops_before_the_split_and_names_the_setting(tmp_path, method):
+    (tmp_path / "people.csv").write_text("age,city,income\n" + "".join(f"{20 + i},c{i % 3},{'hi' if i % 2 else 'lo'}\n" for i in range(30)))
+    cfg = load_config("tabular", None, {"data.source": str(tmp_path / "people.csv"), "data.split.method": method})
+    with pytest.raises(DataError, match=r"has no column 'label' \(its columns: age, city, income\).*data\.labeling\.target=COLUMN"):
+        prepare_data(get_task("tabular"), cfg, str(tmp_path / "out"), quiet)
+
+
 def adult_splits():
     cfg = load_config("tabular")
     prepared = prepare_data(get_task("tabular"), cfg, "/tmp/pipeline-test-adult", quiet)
