@@ -59,11 +59,12 @@ def each_block(ds, fn, limit: float = LOCAL_BYTES) -> list | None:
     execution over the same blocks, measured on 1M rows); None when `ds` is lazy."""
     import ray
 
+    blocks = local_blocks(ds, limit)
+    if blocks is not None:
+        return [fn(block) for block in blocks]
     refs = block_refs(ds)
     if refs is None:
         return None
-    if is_small(ds, limit):
-        return [fn(block) for block in ray.get(refs)]
     run = ray.remote(num_cpus=1)(call)
     fn_ref = ray.put(fn)  # one copy of the function (and whatever it closes over) for every task
     return ray.get([run.remote(fn_ref, ref) for ref in refs])

@@ -19,8 +19,8 @@ from typing import Iterable
 from ray.data.datasource import Datasink
 
 from pipeline import storage
-from pipeline.data.features import Statistic, by_name, combined
-from pipeline.data.local import as_batch, each_block
+from pipeline.data.features import Statistic, block_partial, by_name, combined
+from pipeline.data.local import each_block
 
 REASON_COLUMN = "reason"
 QUARANTINE_FILE = "quarantine.parquet"
@@ -48,11 +48,10 @@ def cleaning_pass(ds, statistics: dict[str, Statistic], uri: str | None) -> dict
 def block_pass(columns: list[str], partial, keep_rejected: bool, block) -> tuple[dict | None, object]:
     """A block's statistics (`partial` of its `columns`; None when the block is empty) and, when
     `keep_rejected`, its rejected rows (an Arrow table; None when there are none)."""
-    batch = as_batch(block, "pandas", columns)
-    if batch is None:
+    statistics = block_partial(partial, "pandas", columns, block)
+    if statistics is None:
         return None, None
-    statistics = json.loads(json.dumps(partial(batch)))  # JSON round trip: as `fit_partials` returns them
-    return statistics, rejected_rows(block) if keep_rejected else None
+    return json.loads(statistics), rejected_rows(block) if keep_rejected else None  # JSON round trip: as `fit_partials` returns them
 
 
 def joined(tables: list):
