@@ -95,8 +95,9 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     missing = [c for c in task.required_columns(cfg) if c not in columns]
     if missing:
         shown = ", ".join(c for c in columns if not c.startswith("_"))
-        raise DataError(f"{cfg.data.source} has no column {', '.join(map(repr, missing))} (its columns: {shown}); name the "
-                        f"label column with --set data.labeling.target=COLUMN, or derive it with labeling functions (data.labeling)")
+        hint = ("; name the label column with --set data.labeling.target=COLUMN, or derive it with labeling functions "
+                "(data.labeling)") if cfg.data.labeling.target in missing else ""
+        raise DataError(f"{cfg.data.source} has no column {', '.join(map(repr, missing))} (its columns: {shown}){hint}")
     splits = split_dataset(kept, cfg.data.split, cfg.seed)
     counts = {name: splits[name].count() for name in SPLITS}
     watch.lap("split", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
