@@ -98,7 +98,7 @@ def run_ray(csv: str, out: str, stream_above_mb: float | None = None) -> int:
 
     cfg = adult_config(csv, stream_above_mb)
     started = time.perf_counter()
-    init_ray(num_cpus=os.cpu_count())
+    init_ray(num_cpus=os.cpu_count(), dashboard=False)  # as `pipeline data` starts it: no Ray Train, no dashboard
     STARTUP["seconds"] = time.perf_counter() - started
     task = get_task("tabular")
     streaming = streaming_reason(cfg.data)  # as `pipeline run` decides: above data.stream_above_mb, flat memory

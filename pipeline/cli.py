@@ -259,7 +259,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from pipeline.tasks import get_task
 
     cfg = load_run_config(args)
-    init_ray(args.address, verbose=args.verbose)
+    init_ray(args.address, verbose=args.verbose, dashboard=False)
     output = storage.resolve(args.output or os.path.join("runs", f"data-{args.task}"))
     require_shared_storage({"--output": output}, args.shared_storage)
     prepare_data(get_task(args.task), cfg, output)
@@ -366,7 +366,7 @@ def cmd_batch_predict(args: argparse.Namespace) -> int:
     from pipeline.runtime import init_ray, require_shared_storage
     from pipeline.serve.batch import batch_predict
 
-    init_ray(args.address)
+    init_ray(args.address, dashboard=False)
     model = resolve_model(args.task, args.registry, args.model)
     output = storage.resolve(args.output)
     require_shared_storage({"--output": output, "--model" if args.model else "--registry": model}, args.shared_storage)

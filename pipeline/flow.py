@@ -17,6 +17,7 @@ from pipeline.data.clean import CleanResult, clean_dataset, null_statistic, stre
 from pipeline.data.label import VOTE_PREFIX, labeling_partial, labeling_stats
 from pipeline.data.report import format_report, write_report
 from pipeline.data.rules import infer_datetime_formats
+from pipeline.data.schema import dataset_columns
 from pipeline.data.split import SPLITS, split_dataset
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate_model
@@ -91,7 +92,7 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
         raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
                         f"see {quarantine_path} and fix the data or the task's data options")
 
-    columns = kept.columns()
+    columns = dataset_columns(kept)
     missing = [c for c in task.required_columns(cfg) if c not in columns]
     if missing:
         shown = ", ".join(c for c in columns if not c.startswith("_"))

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 from pipeline import storage
 from pipeline.errors import ConfigError
 from pipeline.tasks import PLUGINS_ENV
 
 _QUIET_LOGGERS = ("ray.data", "ray.train", "ray.tune", "ray.serve", "ray._private", "ray.air")
-LIMITS_RETRY_S = 0.05  # how soon Ray Data asks again for the cluster's size while it does not know it yet
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
-    """Connect to `address` (or $RAY_ADDRESS, as `ray job submit` sets), else start Ray locally."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False, dashboard: bool = True) -> None:
+    """Connect to `address` (or $RAY_ADDRESS, as `ray job submit` sets), else start Ray locally.
+    `dashboard=False` starts a local Ray without its dashboard and state API, 1-1.5 s sooner on 2
+    cores: for commands that run no Ray Train (its placement-group cleaner polls that API)."""
     import ray
 
     if not ray.is_initialized():
@@ -26,9 +26,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # The dashboard process also serves the state API that Ray Train's placement-group
-            # cleaner polls; without it that cleaner logs a warning every second.
-            ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", **kwargs)
+            ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **kwargs)
     configure_data_context(verbose)
 
 
@@ -44,7 +42,7 @@ def configure_data_context(verbose: bool = False) -> None:
     # compute, dominates on small blocks (measured in benchmarks/data_stages.py).
     ctx.target_min_block_size = max(ctx.target_min_block_size or 0, 16 * 2**20)
     ctx.print_on_execution_start = verbose
-    ask_for_limits_until_known()
+    size_from_cluster_until_coordinator_answers()
     if not verbose:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -52,28 +50,41 @@ def configure_data_context(verbose: bool = False) -> None:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
-def ask_for_limits_until_known() -> None:
-    """Ray Data 2.60 learns the cluster's CPUs, GPUs and object store from its autoscaling coordinator
+def size_from_cluster_until_coordinator_answers() -> None:
+    """Ray Data 2.60 learns the CPUs, GPUs and object store it may use from its autoscaling coordinator
     actor, which answers asynchronously: the first look returns nothing, and the executor looks again
-    only a second later. For that first second of every execution its limits are zero, so it runs one
-    task at a time (seen on 2 cores: a 4-task step took 2.1 s where 2 tasks at once take 1.5 s). This
-    makes it look again every `LIMITS_RETRY_S` while the limits are still zero; once known, Ray's own
-    once-a-second refresh applies. A Ray without these internals is left as it is."""
+    only a second later. In a session's first execution the actor is still starting (a new worker
+    process, 1-2 s on 2 busy cores). With zero limits the executor runs one task at a time (seen on
+    2 cores: the 1M-row cleaning pass on one core for its first 1.9 s). Until the coordinator answers,
+    this sizes the execution from the cluster's resources as the GCS knows them, as Ray Data did
+    before the coordinator; once it answers, its reservation applies, refreshed once a second. A Ray
+    without these internals is left as it is."""
+    import ray
+
     try:
+        from ray.data._internal.execution.interfaces import ExecutionResources
         from ray.data._internal.execution.resource_manager import ResourceManager
     except ImportError:
         return
     original = getattr(ResourceManager, "get_global_limits", None)
-    if original is None or getattr(original, "asks_until_known", False):
+    if original is None or getattr(original, "sizes_from_cluster", False):
         return
 
+    def or_the_cluster(reserved):
+        def total_resources():
+            total = reserved()
+            return total if not total.is_zero() else ExecutionResources.from_resource_dict(ray.cluster_resources())
+
+        total_resources.sizes_from_cluster = True
+        return total_resources
+
     def get_global_limits(self):
-        limits, last = getattr(self, "_global_limits", None), getattr(self, "_global_limits_last_update_time", None)
-        if limits is not None and last is not None and limits.is_zero() and time.time() - last >= LIMITS_RETRY_S:
-            self._global_limits_last_update_time = 0
+        reserved = getattr(self, "_get_total_resources", None)
+        if callable(reserved) and not getattr(reserved, "sizes_from_cluster", False):
+            self._get_total_resources = or_the_cluster(reserved)
         return original(self)
 
-    get_global_limits.asks_until_known = True
+    get_global_limits.sizes_from_cluster = True
     ResourceManager.get_global_limits = get_global_limits
 
 

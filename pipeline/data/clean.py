@@ -19,6 +19,7 @@ import pyarrow as pa
 from pipeline.data.features import Statistic, fit_partials
 from pipeline.data.local import local_batches
 from pipeline.data.quarantine import REASON_COLUMN, CleaningPassSink, cleaning_pass
+from pipeline.data.schema import dataset_schema
 from pipeline.data.split import stable_hash
 
 DEDUP_HASH = "_dedup_hash"  # 0: the row has no complete key
@@ -141,7 +142,7 @@ def clean_dataset(ds, steps: list[Step], batch_format: str = "pandas", dedup_key
     kept = annotated.filter(expr=f"{REASON_COLUMN} == ''").drop_columns([REASON_COLUMN])
     quarantined = annotated.filter(expr=f"{REASON_COLUMN} != ''")
     if sink is not None and quarantine_uri:
-        sink.join_parts(annotated.schema() if not rows_in - rows_kept else None)
+        sink.join_parts(dataset_schema(annotated) if not rows_in - rows_kept else None)
     return CleanResult(kept, quarantined, rows_in, rows_kept, rows_in - rows_kept, reasons, annotated, gathered, quarantine_uri)
 
 

@@ -21,6 +21,7 @@ from ray.data.datasource import Datasink
 from pipeline import storage
 from pipeline.data.features import Statistic, block_partial, by_name, combined
 from pipeline.data.local import each_block
+from pipeline.data.schema import dataset_schema
 
 REASON_COLUMN = "reason"
 QUARANTINE_FILE = "quarantine.parquet"
@@ -41,7 +42,7 @@ def cleaning_pass(ds, statistics: dict[str, Statistic], uri: str | None) -> dict
         if rejected:
             write_one(uri, joined(rejected))
         else:
-            write_empty(uri, ds.schema())
+            write_empty(uri, dataset_schema(ds))
     return by_name([stats for stats, _ in passes if stats is not None], list(statistics))
 
 

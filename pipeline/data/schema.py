@@ -173,3 +173,23 @@ def as_text(values: pd.Series) -> pd.Series:
         text[whole] = numbers[whole].astype("int64").astype("string")
         return text
     return values.astype("string")
+
+
+def dataset_schema(ds):
+    """`ds`'s schema (Ray Data's wrapper of Arrow's). For lazy data Ray Data finds it by running the plan
+    up to one row, yet with a task per core at once: it reads and cleans as many blocks as there are
+    cores to keep one. Here that run gets one CPU, so a streamed source's look costs a block or two."""
+    known = ds.schema(fetch_if_missing=False)
+    if known is not None:
+        return known
+    options = ds.context.execution_options  # shared by the datasets derived from `ds`: restored below
+    limits = options.resource_limits
+    options.resource_limits = limits.copy(cpu=1)
+    try:
+        return ds.schema()
+    finally:
+        options.resource_limits = limits
+
+
+def dataset_columns(ds) -> list[str]:
+    return list(dataset_schema(ds).names)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline.config import SplitConfig
 from pipeline.data.local import is_small, local_blocks, to_pandas
+from pipeline.data.schema import dataset_columns
 from pipeline.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -100,7 +101,8 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
     cut in the driver (`split_locally`), others block by block as the pass puts them out
     (`split_in_tasks`), so a streamed source is read once, not once a split."""
     method = cfg.method
-    columns = set(ds.columns())
+    all_columns = dataset_columns(ds)  # a lazy source's look reads a block: once
+    columns = set(all_columns)
     needed = {"random": cfg.key, "stratified": cfg.key + [cfg.stratify], "grouped": [cfg.group], "temporal": [cfg.time],
               "leave_last_out": cfg.key + [cfg.group, cfg.time]}[method]
     missing = [c for c in needed if c not in columns]
@@ -108,7 +110,7 @@ def split_dataset(ds, cfg: SplitConfig, seed: int) -> dict:
         raise DataError(f"split method {method!r} needs column(s) {', '.join(missing)}, not in the data ({', '.join(sorted(columns))})")
 
     # No key: every data column (not the reader's `_source`, `_record`... which differ between copies of a row).
-    hash_columns = [cfg.group] if method == "grouped" else (cfg.key or [c for c in ds.columns() if not c.startswith("_")])
+    hash_columns = [cfg.group] if method == "grouped" else (cfg.key or [c for c in all_columns if not c.startswith("_")])
     has_holdout = HOLDOUT_COLUMN in columns
     ratios = list(cfg.ratios)
     if has_holdout:  # a separate test source is the test split; train and val share the rest

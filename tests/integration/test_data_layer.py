@@ -311,13 +311,11 @@ def test_no_malformed_row_is_lost_across_many_read_blocks(tmp_path):
 
 
 def test_an_execution_runs_tasks_side_by_side_from_its_start():
-    """Ray Data 2.60 runs one task at a time until it learns the cluster's size, a second into each
-    execution; `pipeline.runtime` has it ask again every 50 ms until it knows."""
+    """Ray Data 2.60 runs one task at a time until its autoscaling coordinator tells it the cluster's
+    size, a second or more into an execution; `pipeline.runtime` sizes it from the cluster until then."""
     import time
 
     import ray.data
-
-    ray.data.range(2, override_num_blocks=2).materialize()  # Ray Data's own actors are up, as after a run's first stage
 
     def stamp(batch):
         start = time.time()
@@ -327,6 +325,27 @@ def test_an_execution_runs_tasks_side_by_side_from_its_start():
     rows = ray.data.range(4, override_num_blocks=4).map_batches(stamp, batch_size=None).take_all()
     first_end = min(row["end"] for row in rows)
     assert sum(row["start"] < first_end for row in rows) >= 2, rows
+
+
+def test_before_the_coordinator_answers_an_execution_is_sized_from_the_cluster():
+    """The first look at the coordinator returns nothing (it answers asynchronously, and in a session's
+    first execution its actor is still starting): the limits are the cluster's, not zero."""
+    from types import SimpleNamespace
+
+    import ray
+    from ray.data._internal.execution.interfaces import ExecutionOptions, ExecutionResources
+    from ray.data._internal.execution.resource_manager import ResourceManager
+
+    unanswered = SimpleNamespace(
+        GLOBAL_LIMITS_UPDATE_INTERVAL_S=1, _global_limits=ExecutionResources.zero(), _global_limits_last_update_time=0,
+        _options=ExecutionOptions(), _object_store_memory_limit_fraction=0.5, _get_total_resources=ExecutionResources.zero)
+    limits = ResourceManager.get_global_limits(unanswered)
+    assert limits.cpu == ray.cluster_resources()["CPU"]
+    assert limits.object_store_memory > 0
+
+    answered = SimpleNamespace(**{**vars(unanswered), "_global_limits_last_update_time": 0,
+                                  "_get_total_resources": lambda: ExecutionResources(cpu=1, gpu=0, object_store_memory=2**20, memory=0)})
+    assert ResourceManager.get_global_limits(answered).cpu == 1  # once it answers, its reservation applies
 
 
 def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives():
