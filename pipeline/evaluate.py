@@ -13,8 +13,8 @@ from pipeline.data.local import local_batches, rebatched
 from pipeline.predictor import ScoreBatch, load_model_preprocessor
 
 SPLIT_COLUMN = "_eval_split"
-IN_PROCESS_ROWS = 50_000  # val + test rows up to which the driver scores them itself
-SCORE_BATCH_ROWS = 1024
+IN_PROCESS_ROWS = 200_000  # val + test rows up to which the driver scores them itself
+MAX_SCORING_ACTORS = 4
 
 
 def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_process_rows: int = IN_PROCESS_ROWS) -> dict[str, dict]:
@@ -35,13 +35,13 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_proce
         score = TaggedScore(model_dir)
         local = [local_batches(splits[name], task.batch_format) for name in ("val", "test")]
         if all(part is not None for part in local):  # the blocks as they are: no Ray Data execution
-            batches = rebatched([tag(batch, name) for name, part in zip(("val", "test"), local) for batch in part], SCORE_BATCH_ROWS)
+            batches = rebatched([tag(batch, name) for name, part in zip(("val", "test"), local) for batch in part], task.score_batch_rows)
         else:
-            batches = both().iter_batches(batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format)
+            batches = both().iter_batches(batch_size=task.score_batch_rows, batch_format=task.batch_format)
         rows = pd.concat([pd.DataFrame(score(batch)) for batch in batches], ignore_index=True)
     else:
-        rows = both().map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(size=1),
-                                batch_size=SCORE_BATCH_ROWS, batch_format=task.batch_format).to_pandas()
+        rows = both().map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(min_size=1, max_size=scoring_actors()),
+                                batch_size=task.score_batch_rows, batch_format=task.batch_format).to_pandas()
     preprocessor = load_model_preprocessor(model_dir)
     results = {name: task.split_metrics(part.drop(columns=[SPLIT_COLUMN]).reset_index(drop=True), preprocessor)
                for name, part in rows.groupby(SPLIT_COLUMN, sort=False)}
@@ -52,6 +52,14 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_proce
         confusion_matrix_png(np.asarray(matrix), list(results["test"]["per_class"]), storage.join(output_dir, "confusion_matrix.png"),
                              f"{task.name}: confusion matrix on test (accuracy {results['test']['accuracy']:.3f})")
     return {"val": results["val"], "test": results["test"]}
+
+
+def scoring_actors() -> int:
+    """Actors the scoring pool may grow to: half the cluster's CPUs, at most `MAX_SCORING_ACTORS`. Each
+    one imports torch and loads the model (about 3 s on 2 cores) before its first batch."""
+    import ray
+
+    return max(1, min(MAX_SCORING_ACTORS, int(ray.cluster_resources().get("CPU", 0)) // 2))
 
 
 class TaggedScore(ScoreBatch):

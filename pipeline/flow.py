@@ -147,15 +147,38 @@ class SplitCache:
         return self.features[key]
 
 
-def feature_arrays(ds) -> dict[str, np.ndarray]:
-    """A small materialised dataset's columns as NumPy arrays."""
+def feature_arrays(ds, max_rows: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """A materialised dataset's columns as NumPy arrays in the driver; past `max_rows` rows, a seeded
+    sample of about that many (each row kept with the same chance), taken batch by batch as they come."""
     from pipeline.data.local import local_batches
 
     batches = local_batches(ds, "numpy")
     if batches is None:
-        batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
-    batches = [b for b in batches if len(next(iter(b.values()), []))]
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+    rows = ds.count() if max_rows else 0
+    share, rng = (max_rows / rows if max_rows and rows > max_rows else 1.0), np.random.default_rng(seed)
+
+    def kept(batch):
+        if share == 1.0:
+            return batch
+        chosen = rng.random(len(next(iter(batch.values())))) < share
+        return {k: v[chosen] for k, v in batch.items()}
+
+    batches = [b for b in map(kept, batches) if len(next(iter(b.values()), []))]
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]} if batches else {}
+
+
+class GatheredFeatures(dict):
+    """A baseline's view of the splits' features: each split's gathered into the driver when first asked
+    for (none of them gathers test; the recommender's none at all), train sampled down to `train_rows`."""
+
+    def __init__(self, splits: dict, train_rows: int | None, seed: int):
+        super().__init__()
+        self.splits, self.train_rows, self.seed = splits, train_rows, seed
+
+    def __missing__(self, name: str) -> dict[str, np.ndarray]:
+        self[name] = feature_arrays(self.splits[name], self.train_rows if name == "train" else None, self.seed)
+        return self[name]
 
 
 def fit_baseline(task: Task, cfg: PipelineConfig, cache: SplitCache, model_dir: str, label: str, log: Log) -> dict[str, Any]:
@@ -167,7 +190,7 @@ def fit_baseline(task: Task, cfg: PipelineConfig, cache: SplitCache, model_dir: 
 
     started = time.perf_counter()
     preprocessor, features = cache.featurized(cfg)
-    model, chosen = task.fit_baseline(cfg, preprocessor, {name: feature_arrays(ds) for name, ds in features.items()})
+    model, chosen = task.fit_baseline(cfg, preprocessor, GatheredFeatures(features, task.baseline_rows(cfg), cfg.seed))
     with tempfile.TemporaryDirectory() as tmp:
         save_model_dir(tmp, model, preprocessor.state(), cfg.to_dict())
         storage.copy_dir(tmp, model_dir)

@@ -53,6 +53,7 @@ class Task(ABC):
     batch_format: ClassVar[str] = "pandas"  # batch format of the raw-data stages
     selection: ClassVar[tuple[str, str]]  # validation metric and mode that pick the served candidate
     baseline_archs: ClassVar[tuple[str, ...]] = ()  # `model.arch` values fitted in the driver by `fit_baseline`
+    score_batch_rows: ClassVar[int] = 1024  # held-out rows a forward pass in evaluation (activations: rows x layers)
 
     # --- core ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -101,6 +102,10 @@ class Task(ABC):
 
     def is_baseline(self, cfg: PipelineConfig) -> bool:
         return getattr(cfg.model, "arch", None) in self.baseline_archs
+
+    def baseline_rows(self, cfg: PipelineConfig) -> int | None:
+        """At most this many training rows (a seeded sample) for a baseline's fit; None: every row."""
+        return None
 
     def fit_baseline(self, cfg: PipelineConfig, preprocessor: Preprocessor, features: dict[str, dict[str, np.ndarray]]) -> torch.nn.Module:
         """A baseline candidate's model (`cfg.model.arch` in `baseline_archs`), fitted on `features["train"]`

@@ -50,6 +50,7 @@ class MLPSettings(Section):
     hidden: list[PositiveInt]  # widths of the hidden layers (ReLU)
     dropout: NonNegativeFloat  # after each hidden layer
     periodic: PeriodicSettings = PeriodicSettings()
+    baseline_rows: PositiveInt = 250_000  # hist_gradient_boosting fits on at most this many training rows (a seeded sample)
 
 
 class TabularConfig(PipelineConfig):
@@ -157,6 +158,9 @@ class TabularTask(ClassificationTask):
     config_class = TabularConfig
     request_model = TabularRequest
     baseline_archs = ("hist_gradient_boosting",)
+    # Small rows, a small MLP: at 1,024 the preprocessor's per-batch pandas work dominated scoring (300k rows
+    # in the driver: 10.2 s at 1,024, 3.5 s at 8,192).
+    score_batch_rows = 8192
 
     def read(self, cfg, columns=None):
         return read_table(cfg, columns, (builtin_path("adult.data.gz"), builtin_path("adult.test.gz"), {"skip_rows": 1}))
@@ -171,9 +175,13 @@ class TabularTask(ClassificationTask):
         return MLP(preprocessor.width(), len(preprocessor.labels.classes), m.hidden, m.dropout,
                    numeric=len(preprocessor.numeric), frequencies=p.frequencies, sigma=p.sigma, dim=p.dim)
 
+    def baseline_rows(self, cfg):
+        return cfg.model.baseline_rows
+
     def fit_baseline(self, cfg, preprocessor, features):
         """Histogram gradient boosting with scikit-learn's defaults (its early stopping holds out 10% of
-        the training rows past 10,000 rows)."""
+        the training rows past 10,000 rows), on at most `model.baseline_rows` of them: its fit time
+        grows with the rows, its accuracy did not past 50k-100k (benchmarks/NOTES.md)."""
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         estimator = HistGradientBoostingClassifier(random_state=cfg.seed).fit(features["train"]["x"], features["train"]["y"])

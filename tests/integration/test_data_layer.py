@@ -443,3 +443,22 @@ def test_splits_cut_in_the_driver_have_ray_datas_blocks_and_rows(method, monkeyp
         assert shards(local[name]) == shards(remote[name]), name
         pd.testing.assert_frame_equal(local[name].to_pandas(), remote[name].to_pandas(), check_dtype=False)
     assert sum(local[name].count() for name in ("train", "val", "test")) == 1704
+
+
+def test_a_baseline_gathers_only_the_splits_it_asks_for_and_a_seeded_sample_of_a_large_train():
+    import ray.data
+
+    from pipeline.flow import GatheredFeatures, feature_arrays
+
+    ds = ray.data.from_numpy(np.arange(20_000, dtype=np.int64).reshape(-1, 1)).repartition(7).materialize()  # column "data"
+    whole = feature_arrays(ds)
+    assert whole["data"].ravel().tolist() == list(range(20_000))  # every row, in order
+    sample = feature_arrays(ds, max_rows=5_000, seed=3)["data"].ravel()
+    assert 4_500 < len(sample) < 5_500 and len(set(sample.tolist())) == len(sample) and np.all(np.diff(sample) > 0)
+    assert np.array_equal(sample, feature_arrays(ds, max_rows=5_000, seed=3)["data"].ravel())  # the same seed, the same rows
+    assert not np.array_equal(sample[:100], feature_arrays(ds, max_rows=5_000, seed=4)["data"].ravel()[:100])
+    assert len(feature_arrays(ds, max_rows=50_000)["data"]) == 20_000  # under the cap: every row
+
+    features = GatheredFeatures({"train": ds, "val": ds, "test": ds}, train_rows=1_000, seed=0)
+    assert 800 < len(features["train"]["data"]) < 1_200 and len(features["val"]["data"]) == 20_000
+    assert sorted(features) == ["train", "val"]  # test was never asked for, so never gathered

@@ -52,6 +52,22 @@ def test_same_seed_same_metrics(first_run):
     assert again["test"]["accuracy"] == metrics["test"]["accuracy"]
 
 
+def test_held_out_rows_scored_by_an_actor_pool_give_the_metrics_the_driver_gave(first_run, tmp_path):
+    """Evaluation scores small held-out splits in the driver and large ones through a Ray Data actor pool:
+    the same model on the same rows gives the same metrics either way."""
+    from pipeline.evaluate import evaluate_model
+    from pipeline.flow import prepare_data
+    from pipeline.tasks import get_task
+
+    root, metrics = first_run
+    task = get_task("image")
+    prepared = prepare_data(task, load_config("image", overrides=QUICK), str(tmp_path / "data"), log=quiet)
+    pooled = evaluate_model(task, str(root / "a" / "model"), prepared.splits, str(tmp_path), in_process_rows=0)
+    for split in ("val", "test"):
+        assert pooled[split]["accuracy"] == metrics[split]["accuracy"]
+        assert pooled[split]["confusion_matrix"] == metrics[split]["confusion_matrix"]
+
+
 def alive_training_workers() -> list[int]:
     from ray.util.state import list_actors
 
