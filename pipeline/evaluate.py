@@ -1,7 +1,8 @@
 """Held-out evaluation: per-row scores (the same model loading as `pipeline batch-predict`), metrics and
 plots in the driver. Small held-out splits are scored in the driver itself; starting an actor pool (a
-process that imports torch and loads the model) costs more than scoring them. Larger ones go through
-Ray Data batch inference on the cluster."""
+process that imports torch and loads the model) costs more than scoring them. So are larger ones where
+the pool could hold only one actor (a cluster of 2-3 CPUs): one actor does the driver's work after its
+start. Otherwise they go through Ray Data batch inference on the cluster."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_proce
         return splits["val"].map_batches(tag, fn_args=("val",), batch_format=task.batch_format).union(
             splits["test"].map_batches(tag, fn_args=("test",), batch_format=task.batch_format))
 
-    if splits["val"].count() + splits["test"].count() <= in_process_rows:
+    actors = scoring_actors()
+    if actors == 1 or splits["val"].count() + splits["test"].count() <= in_process_rows:
         score = TaggedScore(model_dir)
         local = [local_batches(splits[name], task.batch_format) for name in ("val", "test")]
         if all(part is not None for part in local):  # the blocks as they are: no Ray Data execution
@@ -40,7 +42,7 @@ def evaluate_model(task, model_dir: str, splits: dict, output_dir: str, in_proce
             batches = both().iter_batches(batch_size=task.score_batch_rows, batch_format=task.batch_format)
         rows = pd.concat([pd.DataFrame(score(batch)) for batch in batches], ignore_index=True)
     else:
-        rows = both().map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(min_size=1, max_size=scoring_actors()),
+        rows = both().map_batches(TaggedScore, fn_constructor_args=(model_dir,), compute=ActorPoolStrategy(min_size=1, max_size=actors),
                                 batch_size=task.score_batch_rows, batch_format=task.batch_format).to_pandas()
     preprocessor = load_model_preprocessor(model_dir)
     results = {name: task.split_metrics(part.drop(columns=[SPLIT_COLUMN]).reset_index(drop=True), preprocessor)
