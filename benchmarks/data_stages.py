@@ -208,7 +208,7 @@ def one_size(rows: int, tmp: str, engines: list[str], stream_above_mb: float | N
 
 
 def write_summary(output: str, curve: list[dict]) -> dict:
-    summary = {"cpus": os.cpu_count(), "sizes": curve}
+    summary = {"cpus": os.cpu_count(), "ray_dashboard": False, "sizes": curve}
     if len(curve) > 1:  # how peak memory grows from the smallest size to the largest
         first, last = ({r["engine"]: r for r in c["results"]} for c in (curve[0], curve[-1]))
         summary["peak_memory_growth"] = {e: last[e]["peak_memory_mb"] / first[e]["peak_memory_mb"] for e in first}

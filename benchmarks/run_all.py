@@ -149,7 +149,8 @@ def section_data_stages(d: dict, title: str = "Data stages: Ray Data vs pandas (
             f"with dirty rows, the same stages in both engines, each in its own process ({d['cpus']} CPUs). "
             + ("Ray Data keeps the cleaned rows in memory for a source up to `data.stream_above_mb` (256 MiB), and streams "
                "a larger one through cleaning, reading it again for the quarantine and the transform." if streaming
-               else "Ray Data kept the cleaned rows in memory at every size (measured before cleaning could stream)."), "",
+               else "Ray Data kept the cleaned rows in memory at every size (measured before cleaning could stream).")
+            + (" Ray starts as `pipeline data` starts it, without its dashboard." if d.get("ray_dashboard") is False else ""), "",
             *table(["rows", "engine", "cleaned rows", "seconds", "of which start-up", "rows/s", "peak memory (MiB)"], rows),
             *table(["rows", "Ray Data / pandas throughput", "Ray Data / pandas peak memory"], ratios),
             f"Peak memory growth over {d.get('rows_growth', 0):,.0f}x the rows: pandas {growth.get('pandas', 0):.1f}x, "
