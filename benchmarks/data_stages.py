@@ -86,6 +86,7 @@ def generate_chunk(rows: int, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+RAY_DASHBOARD = False  # Ray starts as `pipeline data` starts it: no Ray Train there, so no dashboard
 STARTUP = {"seconds": 0.0, "streamed": False}  # Ray's start-up, reported apart from the data work; whether cleaning streamed
 
 
@@ -98,7 +99,7 @@ def run_ray(csv: str, out: str, stream_above_mb: float | None = None) -> int:
 
     cfg = adult_config(csv, stream_above_mb)
     started = time.perf_counter()
-    init_ray(num_cpus=os.cpu_count(), dashboard=False)  # as `pipeline data` starts it: no Ray Train, no dashboard
+    init_ray(num_cpus=os.cpu_count(), dashboard=RAY_DASHBOARD)
     STARTUP["seconds"] = time.perf_counter() - started
     task = get_task("tabular")
     streaming = streaming_reason(cfg.data)  # as `pipeline run` decides: above data.stream_above_mb, flat memory
@@ -208,7 +209,7 @@ def one_size(rows: int, tmp: str, engines: list[str], stream_above_mb: float | N
 
 
 def write_summary(output: str, curve: list[dict]) -> dict:
-    summary = {"cpus": os.cpu_count(), "ray_dashboard": False, "sizes": curve}
+    summary = {"cpus": os.cpu_count(), "ray_dashboard": RAY_DASHBOARD, "sizes": curve}
     if len(curve) > 1:  # how peak memory grows from the smallest size to the largest
         first, last = ({r["engine"]: r for r in c["results"]} for c in (curve[0], curve[-1]))
         summary["peak_memory_growth"] = {e: last[e]["peak_memory_mb"] / first[e]["peak_memory_mb"] for e in first}
