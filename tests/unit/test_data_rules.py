@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import ColumnRules, LabelingConfig
 from pipeline.data.clean import first_reason
@@ -123,6 +125,41 @@ def test_table_features_impute_scale_and_bucket_unknowns():
     assert out["x"][0, 2:].tolist() == [0, 1, 0, 0] and out["x"][1, 2:].tolist() == [0, 0, 0, 1]  # unknown bucket
     assert out["y"].tolist() == [1, 0]
     assert TableFeatures.from_state(prep.state()).state() == prep.state()
+
+
+NUMBER_TEXT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-10**20, 10**20).map(str),
+    st.from_regex(r"\A[ +\-]?[0-9]{0,4}[.,]?[0-9]{0,4}([eE][+\-]?[0-9]{1,3})?[ ]?\Z"),
+    st.sampled_from(["", " ", "nan", "NaN", "inf", "-Infinity", "?", "1_000", "0x10", "True", "\u0663"]),
+    st.text(max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), NUMBER_TEXT), max_size=20), dtype=st.sampled_from(["string", "str", "large_string[pyarrow]"]))
+def test_numbers_read_from_text_are_pandas_numbers(values, dtype):
+    """Arrow's parser (the fast path) and pandas' agree on every finite value; whatever either calls
+    missing or infinite, the features impute alike. Text as pandas holds it and as Ray Data hands it."""
+    from pipeline.data.features import to_numbers
+
+    text = pd.Series(values, dtype=dtype)
+    ours = to_numbers(text)
+    theirs = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    assert ours.dtype == np.float64 and len(ours) == len(values)
+    assert (np.isfinite(ours) == np.isfinite(theirs)).all()
+    assert (ours[np.isfinite(ours)] == theirs[np.isfinite(theirs)]).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", " a", "A", "", "ü"]), st.text(max_size=3)), max_size=20),
+       vocabulary=st.lists(st.text(max_size=3), unique=True, max_size=5))
+def test_category_codes_are_each_values_place_in_the_vocabulary(values, vocabulary):
+    from pipeline.data.features import category_codes, to_text
+
+    text = to_text(pd.Series(values, dtype=object))
+    expected = [vocabulary.index(v) if isinstance(v, str) and v in vocabulary else -1 for v in text.to_numpy(dtype=object, na_value=None)]
+    assert category_codes(text, vocabulary).tolist() == expected
 
 
 def test_tabular_request_errors_name_fields():
