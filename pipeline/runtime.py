@@ -28,6 +28,38 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **kwargs)
     configure_data_context(verbose)
+    if not verbose:
+        hide_known_ray_noise()
+
+
+# Lines Ray's own processes send to the driver that say nothing about this run (shown with --verbose):
+KNOWN_RAY_NOISE = (
+    # Ray Train's and Ray Data's own actors (PreemptionWatcher, MapWorker): ray-project/ray#53727, about
+    # restarting those actors, logged at ERROR though nothing failed.
+    r"has constructor arguments in the object store and max_restarts > 0",
+    # Ray Data executors that Ray Train starts in actors of their own (SplitCoordinator): progress output
+    # is off by the pipeline's choice, and each stage prints its own line with its time.
+    r"Progress bars disabled\. To enable, set",
+    r"Dataset \S+ execution finished in [0-9.]+ seconds",
+)
+
+
+def hide_known_ray_noise() -> None:
+    """Drops `KNOWN_RAY_NOISE` from the worker output Ray forwards to this driver. The filter sits in the
+    driver, where every node's lines arrive, so it needs nothing from the workers. A Ray without this
+    internal (or with RAY_DEDUP_LOGS=0, which forwards every line as it is) prints them as before."""
+    import re
+
+    try:
+        from ray._private import ray_logging
+    except ImportError:
+        return
+    for deduplicator in (getattr(ray_logging, "stdout_deduplicator", None), getattr(ray_logging, "stderr_deduplicator", None)):
+        if deduplicator is None or not hasattr(deduplicator, "skip_re") or getattr(deduplicator, "hides_known_ray_noise", False):
+            continue
+        patterns = [*KNOWN_RAY_NOISE, *([deduplicator.skip_re.pattern] if deduplicator.skip_re else [])]  # RAY_DEDUP_LOGS_SKIP_REGEX kept
+        deduplicator.skip_re = re.compile("|".join(f"(?:{p})" for p in patterns))
+        deduplicator.hides_known_ray_noise = True
 
 
 def configure_data_context(verbose: bool = False) -> None:

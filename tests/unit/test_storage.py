@@ -107,3 +107,20 @@ def test_workers_that_cannot_be_placed_are_reported(cluster):
     assert resources_note(2, 2, 0) is None
     assert "3 training worker(s) of 2 CPU and 1 GPU" in resources_note(3, 2, 1)
     assert "2 GPUs on 3 node(s)" in resources_note(2, 4, 0)  # 4 CPUs fit no single node
+
+
+def test_the_driver_drops_only_rays_known_noise_from_forwarded_worker_lines():
+    from ray._private import ray_logging
+
+    from pipeline.runtime import hide_known_ray_noise
+
+    hide_known_ray_noise()
+    hide_known_ray_noise()  # once is enough: a second call changes nothing
+    lines = ["\u2714\ufe0f  Dataset train_0_035AjWJ5_0 execution finished in 2.86 seconds",
+             "Progress bars disabled. To enable, set `ray.data.DataContext.get_current().enable_progress_bars = True`.",
+             "[2026-12-07 20:08:01,343 E 21379 21409] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' and ID: "
+             "'60ed' has constructor arguments in the object store and max_restarts > 0. If the arguments ...",
+             "[tabular/mlp] epoch 1/1  train_loss=0.367  val_accuracy=0.9052",
+             "Dataset execution failed: disk full"]
+    kept = ray_logging.stderr_deduplicator.deduplicate({"ip": "127.0.0.1", "pid": 1, "is_err": True, "lines": lines})
+    assert [line for batch in kept for line in batch["lines"]] == lines[3:]
