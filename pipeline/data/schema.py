@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import NUMERIC_TYPES as NUMERIC
+from pipeline.data.features import to_numbers
 from pipeline.errors import DataError
 
 
@@ -88,7 +89,7 @@ def coerce(values: pd.Series, kind: str, na_values: set[str], datetime_format: s
     if kind == "int":
         return parse_int(text.astype("string"), present)
     if kind == "float":
-        out = pd.to_numeric(text, errors="coerce").astype("float64")
+        out = pd.Series(to_numbers(text), index=text.index)
         return out, present & ~np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan))
     if kind == "bool":
         lowered = text.astype("string").str.lower()
@@ -126,12 +127,13 @@ def parse_int(text: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarr
     literal = text.str.fullmatch(INTEGER_LITERAL).to_numpy(dtype=bool, na_value=False)
     digits = text.str.lstrip("+-").str.lstrip("0").str.len().to_numpy(dtype=np.int64, na_value=0)
     in_range = literal & (digits <= 18)  # certainly within int64: exact through Arrow's cast
-    out = pd.array([pd.NA] * len(text), dtype="Int64")
+    values, missing = np.zeros(len(text), np.int64), ~in_range
     if in_range.any():
         import pyarrow as pa
 
-        literals = text[in_range].str.removeprefix("+").to_numpy(dtype=object)  # Arrow reads "-5", not "+5"
-        out[in_range] = pa.array(literals, pa.string()).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        literals = pa.array(text[in_range].str.removeprefix("+"))  # Arrow reads "-5", not "+5"
+        values[in_range] = literals.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    out = pd.arrays.IntegerArray(values, missing.copy())
     for i in np.flatnonzero(literal & ~in_range):  # 19+ digits: rare, checked against int64's bounds exactly
         number = int(text.iloc[i])
         if -INT64_MAX - 1 <= number <= INT64_MAX:
@@ -139,7 +141,7 @@ def parse_int(text: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarr
     bad = present & literal & pd.isna(out)
     other = present & ~literal
     if other.any():
-        numbers, other_bad = whole_numbers(pd.to_numeric(text[other], errors="coerce").astype("float64"),
+        numbers, other_bad = whole_numbers(pd.Series(to_numbers(text[other]), index=text.index[other]),
                                            np.zeros(int(other.sum()), bool))
         out[other] = numbers.array
         bad[other] = other_bad | numbers.isna().to_numpy()
