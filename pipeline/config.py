@@ -170,7 +170,7 @@ class DataConfig(Section):
     datetime_formats: dict[str, str] = {}  # datetime column -> strftime format or ISO8601 (else inferred per column)
     clean: dict[str, ColumnRules]
     dedup: list[str]  # key columns: later copies of a key are quarantined as duplicate
-    stream_above_mb: NonNegativeFloat  # MiB on storage: a larger source streams through cleaning in flat memory, read again by each later pass (0: always)
+    stream_above_mb: NonNegativeFloat  # MiB on storage: a larger source streams through cleaning in flat memory, read again by each pass until the split holds its rows (0: always)
     labeling: LabelingConfig
     split: SplitConfig
 

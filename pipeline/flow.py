@@ -87,7 +87,8 @@ def prepare_data(task: Task, cfg: PipelineConfig, output_dir: str, log: Log = pr
     quarantine_path = clean.quarantine_path
     report["quarantine_path"] = storage.redact(quarantine_path)
     watch.lap("clean", f"kept {clean.rows_kept:,} of {clean.rows_in:,} rows, quarantined {clean.rows_quarantined:,}"
-              + (f" (streamed, {streaming}: each later pass reads the source again)" if streaming else ""))
+              + (f" (streamed, {streaming}: the split reads and cleans the source again, then holds its rows in Ray's "
+                 "object store)" if streaming else ""))
     if clean.rows_kept == 0:
         raise DataError(f"no rows left after cleaning {cfg.data.source} (quarantined by reason: {clean.reasons}); "
                         f"see {quarantine_path} and fix the data or the task's data options")

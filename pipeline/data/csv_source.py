@@ -25,8 +25,6 @@ from __future__ import annotations
 import csv as pycsv
 import functools
 import io
-import logging
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -39,6 +37,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from pipeline.config import TableOptions
 from pipeline.data.ingest import strip_compression
+from pipeline.data.local import StaleNoCpuWarning
 from pipeline.errors import DataError
 
 BLOCK_BYTES = 8 << 20  # ~80k rows of Adult per block: few, large blocks keep per-block overhead small
@@ -451,27 +450,6 @@ def count_on_ray(jobs: list[tuple]) -> list[tuple[int, int]]:
     counts = ray.get([task.remote(*job) for job in jobs])
     StaleNoCpuWarning.after_own_tasks()
     return counts
-
-
-class StaleNoCpuWarning(logging.Filter):
-    """Drops Ray Data's "no available CPUs ... the Dataset job will hang" warning for a moment after the
-    line-count tasks: it reads the cluster's resource view, which on a fresh Ray still showed their CPUs
-    in use (for about half a second) when the first large CSV read started, so every such run printed it
-    though nothing waited. Any other time it passes."""
-
-    MESSAGE = "does not have any available CPUs"
-    SECONDS = 2.0
-    until = 0.0
-
-    @classmethod
-    def after_own_tasks(cls) -> None:
-        cls.until = time.monotonic() + cls.SECONDS
-        logger = logging.getLogger("ray.data.dataset")
-        if not any(isinstance(f, cls) for f in logger.filters):
-            logger.addFilter(cls())
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (time.monotonic() < self.until and self.MESSAGE in record.getMessage())
 
 
 class QuarantiningCSVDatasource(Datasource):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SplitConfig
-from pipeline.data.local import is_small, local_blocks, to_pandas
+from pipeline.data.local import StaleNoCpuWarning, is_small, local_blocks, to_pandas
 from pipeline.data.schema import dataset_columns
 from pipeline.errors import DataError
 
@@ -214,6 +214,7 @@ def split_in_tasks(labelled, in_flight: int = 8) -> dict:
             waiting.append(pieces[0])
             if len(waiting) >= in_flight:
                 _, waiting = ray.wait(waiting, num_returns=len(waiting) - in_flight + 1)
+    StaleNoCpuWarning.after_own_tasks()
     return {name: ray.data.from_arrow_refs(part) if part else ray.data.from_arrow([]) for name, part in zip(SPLITS, parts)}
 
 

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -98,7 +99,7 @@ def test_a_line_the_reader_cannot_parse_is_quarantined_without_a_schema_too(tmp_
 
 
 def test_a_streamed_source_gives_the_report_quarantine_and_splits_of_one_kept_in_memory(tmp_path):
-    """Above data.stream_above_mb, cleaning streams (flat memory; each later pass reads the source again):
+    """Above data.stream_above_mb, cleaning streams (flat memory; each pass until the split reads the source again):
     the embedded Adult data (stratified split, labeling, imputed values; a tighter hours range and
     whole-row de-duplication to quarantine some of it) either way, row for row."""
     outcomes = []
@@ -355,7 +356,7 @@ def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives
 
     from pipeline.data.clean import value_counts
     from pipeline.data.features import block_partial, fit_partials
-    from pipeline.data.local import each_block, local_batches, rebatched
+    from pipeline.data.local import StaleNoCpuWarning, each_block, local_batches, rebatched
 
     rng = np.random.default_rng(0)
     frames = [pd.DataFrame({"x": rng.normal(size=n), "label": rng.choice(["a", "b", "c"], size=n)}) for n in (700, 0, 1300, 5)]
@@ -372,8 +373,10 @@ def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives
     from_ray = [p for p in fit_partials(lazy, partial, columns=["x", "label"]) if p["n"]]
     assert fit_partials(ds, partial, columns=["x", "label"]) == from_ray and len(from_ray) == 3
     assert value_counts(ds, "label") == value_counts(lazy, "label")
+    StaleNoCpuWarning.until = 0.0
     in_tasks = each_block(ds, functools.partial(block_partial, partial, "pandas", ["x", "label"]), limit=0)  # a task a block
     assert [json.loads(p) for p in in_tasks if p is not None] == from_ray and each_block(lazy, len) is None
+    assert StaleNoCpuWarning.until > time.monotonic()  # the next execution's look at free CPUs may be stale
     expected = list(ds.iter_batches(batch_size=256, batch_format="numpy"))
     got = list(rebatched(local_batches(ds, "numpy"), 256))
     assert [len(b["x"]) for b in got] == [len(b["x"]) for b in expected]

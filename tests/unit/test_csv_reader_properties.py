@@ -130,7 +130,7 @@ def test_ray_datas_no_cpu_warning_is_dropped_only_right_after_the_line_counts():
     only then is it dropped."""
     import logging
 
-    from pipeline.data.csv_source import StaleNoCpuWarning
+    from pipeline.data.local import StaleNoCpuWarning
 
     StaleNoCpuWarning.after_own_tasks()
     StaleNoCpuWarning.after_own_tasks()  # installed once
