@@ -108,11 +108,10 @@ class LabelEncoder:
 
     def __init__(self, classes: list[str]):
         self.classes = [str(c) for c in classes]
-        self.index = {c: i for i, c in enumerate(self.classes)}
 
     def encode(self, labels) -> np.ndarray:
         labels = np.asarray(labels).astype(str)
-        codes = pd.Index(self.classes, dtype=object).get_indexer(labels.astype(object)).astype(np.int64)  # a hash lookup, no sort
+        codes = category_codes(labels, self.classes)  # a hash lookup, no sort
         if (codes < 0).any():
             unknown = sorted(set(labels[codes < 0]))[:5]
             raise ValueError(f"labels not among the classes {self.classes}: {unknown}")
@@ -289,9 +288,10 @@ def to_numbers(values) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
-def category_codes(text: pd.Series, vocabulary: list[str]) -> np.ndarray:
-    """Each value's index in `vocabulary`, -1 where it is missing or not in it: one Arrow hash lookup
-    (pandas' Categorical costs ten times as much on a batch of thousands of rows)."""
+def category_codes(text, vocabulary: list[str]) -> np.ndarray:
+    """Each value of `text` (a pandas text column or a NumPy array of strings) as its index in
+    `vocabulary`, -1 where it is missing or not in it: one Arrow hash lookup (pandas' Categorical costs
+    ten times as much on a batch of thousands of rows)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -127,13 +127,13 @@ def parse_int(text: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarr
     literal = text.str.fullmatch(INTEGER_LITERAL).to_numpy(dtype=bool, na_value=False)
     digits = text.str.lstrip("+-").str.lstrip("0").str.len().to_numpy(dtype=np.int64, na_value=0)
     in_range = literal & (digits <= 18)  # certainly within int64: exact through Arrow's cast
-    values, missing = np.zeros(len(text), np.int64), ~in_range
+    values = np.zeros(len(text), np.int64)
     if in_range.any():
         import pyarrow as pa
 
         literals = pa.array(text[in_range].str.removeprefix("+"))  # Arrow reads "-5", not "+5"
         values[in_range] = literals.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    out = pd.arrays.IntegerArray(values, missing.copy())
+    out = pd.arrays.IntegerArray(values, ~in_range)  # missing where no in-range literal was read
     for i in np.flatnonzero(literal & ~in_range):  # 19+ digits: rare, checked against int64's bounds exactly
         number = int(text.iloc[i])
         if -INT64_MAX - 1 <= number <= INT64_MAX:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.data.features import category_codes
 from pipeline.tasks.base import RequestError, Task
 
 
@@ -30,8 +31,8 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict[str, Any]
 
     A true label outside `classes` (a class the training split lacked) counts as a miss for accuracy and
     as a wrong prediction for the predicted class's precision, and is left out of the matrix."""
-    y_true, y_pred = as_text(y_true), as_text(y_pred)
-    true, predicted = class_indices(y_true, classes), class_indices(y_pred, classes)
+    y_true, y_pred = label_text(y_true), label_text(y_pred)
+    true, predicted = category_codes(y_true, classes), category_codes(y_pred, classes)
     k, known = len(classes), (true >= 0) & (predicted >= 0)
     matrix = np.bincount(true[known] * k + predicted[known], minlength=k * k).reshape(k, k)
     hits = np.diag(matrix).astype(np.float64)
@@ -51,14 +52,9 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict[str, Any]
     }
 
 
-def as_text(values) -> pd.Series:
+def label_text(values) -> pd.Series:
     """Labels as pandas text (a no-op for a text column), positions from 0."""
     return (values.reset_index(drop=True) if isinstance(values, pd.Series) else pd.Series(np.asarray(values))).astype("string")
-
-
-def class_indices(labels: pd.Series, classes: list[str]) -> np.ndarray:
-    """Each label's index in `classes`, -1 where it is not one of them (or missing)."""
-    return pd.Index(classes, dtype="string").get_indexer(labels).astype(np.int64)
 
 
 def concat_batches(batches: list) -> Any:
