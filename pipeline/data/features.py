@@ -272,7 +272,8 @@ def merged_median(partials: list[dict]) -> float:
 def to_numbers(values) -> np.ndarray:
     """Values as float64, NaN where one is missing or not a number, as `pd.to_numeric(errors="coerce")`
     reads them. Text (a source read without types) goes through Arrow's parser first, a fifteenth of
-    pandas' time; where Arrow refuses a value (" 5", "1,5") pandas reads the column as before."""
+    pandas' time, and rounds to the nearest double where pandas' parser can be one unit in the last place
+    off ("+10E24"); where Arrow refuses a value (" 5", "1,5") pandas reads the column as before."""
     series = pd.Series(values)
     if series.dtype != object and pd.api.types.is_string_dtype(series.dtype):  # pandas' text, or Arrow's as Ray Data hands it
         import pyarrow as pa
