@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from pipeline.config import PipelineConfig
@@ -63,8 +64,18 @@ class PredictBatch:
     def __call__(self, batch):
         outputs = self.predictor.predict(batch)
         columns = self.predictor.task.prediction_columns(outputs, self.predictor.preprocessor)
-        kept = {c: np.asarray(batch[c]) for c in batch if c not in columns}
+        kept = {c: column_values(batch[c]) for c in batch if c not in columns}
         return {**{c: v for c, v in kept.items() if is_scalar_column(v)}, **columns}
+
+
+def column_values(values: Any) -> np.ndarray:
+    """A batch column as NumPy that Arrow can read. A pandas nullable column (Ray Data's text, a boolean
+    or integer column with missing values) gives `pd.NA` objects, which Arrow refuses, and Ray Data then
+    stores the whole column as pickled Python objects: a Parquet file only Ray can read. Missing values
+    come out as None instead, so the column keeps its type with nulls."""
+    if isinstance(getattr(values, "dtype", None), pd.api.extensions.ExtensionDtype) and values.hasnans:
+        return values.to_numpy(dtype=object, na_value=None)
+    return np.asarray(values)
 
 
 def is_scalar_column(values: np.ndarray) -> bool:

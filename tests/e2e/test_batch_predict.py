@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import REPO, run_cli
@@ -14,6 +16,7 @@ from tests.conftest import REPO, run_cli
 # same seed) and writes it in the given format, labels included.
 WRITE_TEST_SPLIT = """
 import sys
+import pandas as pd
 from pipeline.flow import prepare_data
 from pipeline.predictor import load_model_config
 from pipeline.runtime import init_ray
@@ -24,6 +27,7 @@ init_ray()
 cfg = load_model_config(model)
 test = prepare_data(get_task(cfg.task), cfg, out + ".prep").splits["test"].to_pandas()
 test = test[[c for c in test.columns if not c.startswith("_")]]
+test["note"] = pd.array([None if i % 3 == 0 else f"n{i}" for i in range(len(test))], dtype="string")  # not an input, with nulls
 if fmt == "parquet":
     test.to_parquet(out)
 else:
@@ -43,6 +47,9 @@ def test_batch_predict_reproduces_the_test_accuracy(task, fixture, fmt, request,
                       "--output", str(tmp_path / "predictions"), "--concurrency", "1,2", "--batch-size", "256"], ray_cluster)
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = pd.read_parquet(tmp_path / "predictions")
+    # Columns beside the inputs come out as they went in: text with its nulls, not pickled Python objects.
+    assert pa.types.is_string(pq.read_schema(next((tmp_path / "predictions").glob("*.parquet"))).field("note").type)
+    assert predictions["note"].isna().sum() == (len(predictions) + 2) // 3
     preprocessor = json.loads((model / "preprocessor.json").read_text())
     label = preprocessor["label_column"]
     metrics = run["metrics"]["test"]
