@@ -15,7 +15,8 @@ _QUIET_LOGGERS = ("ray.data", "ray.train", "ray.tune", "ray.serve", "ray._privat
 def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False, dashboard: bool = True) -> None:
     """Connect to `address` (or $RAY_ADDRESS, as `ray job submit` sets), else start Ray locally.
     `dashboard=False` starts a local Ray without its dashboard and state API, 1-1.5 s sooner on 2
-    cores: for commands that run no Ray Train (its placement-group cleaner polls that API)."""
+    cores, and without Ray Data's two cluster actors (`without_ray_data_cluster_actors`): for commands
+    that run no Ray Train (its placement-group cleaner polls that API)."""
     import ray
 
     if not ray.is_initialized():
@@ -27,6 +28,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **kwargs)
+            if not dashboard:
+                without_ray_data_cluster_actors()
     configure_data_context(verbose)
     if not verbose:
         hide_known_ray_noise()
@@ -118,6 +121,42 @@ def size_from_cluster_until_coordinator_answers() -> None:
 
     get_global_limits.sizes_from_cluster = True
     ResourceManager.get_global_limits = get_global_limits
+
+
+def without_ray_data_cluster_actors() -> None:
+    """Ray Data 2.60 starts two detached actors in a session's first execution, each a worker process
+    that imports Ray Data (about 1.1 CPU-seconds each, measured on 2 cores): a stats actor, whose
+    metrics only the dashboard and its Prometheus export read, and an autoscaling coordinator, which
+    asks the cluster's autoscaler for nodes and shares them out between executions. In a local Ray
+    that this process started without a dashboard, neither has anyone to serve: nothing reads the
+    metrics, and the cluster is this machine, which no autoscaler grows. So here metrics are dropped
+    and each execution is sized from the cluster's resources, as Ray Data did before it had a
+    coordinator. Called only for such a Ray (`init_ray(dashboard=False)` without an address); a Ray
+    without these internals is left as it is."""
+    import ray
+
+    try:
+        from ray.data._internal import stats
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import DefaultAutoscalingCoordinator
+    except ImportError:
+        return
+    if not hasattr(stats, "get_or_create_stats_actor") or not all(
+            hasattr(DefaultAutoscalingCoordinator, name) for name in ("request_resources", "cancel_request", "get_reserved_resources")):
+        return
+
+    class DiscardedCall:
+        @staticmethod
+        def remote(*args, **kwargs) -> None:
+            return None
+
+    class NoStatsActor:  # `actor.method.remote(...)` calls, each dropped
+        def __getattr__(self, name: str) -> type[DiscardedCall]:
+            return DiscardedCall
+
+    stats.get_or_create_stats_actor = NoStatsActor
+    DefaultAutoscalingCoordinator.request_resources = lambda self, *args, **kwargs: None
+    DefaultAutoscalingCoordinator.cancel_request = lambda self: None
+    DefaultAutoscalingCoordinator.get_reserved_resources = lambda self: {"this machine": ray.cluster_resources()}
 
 
 def live_nodes() -> list[dict]:

@@ -349,6 +349,45 @@ def test_before_the_coordinator_answers_an_execution_is_sized_from_the_cluster()
     assert ResourceManager.get_global_limits(answered).cpu == 1  # once it answers, its reservation applies
 
 
+LOCAL_DATA_ONLY_RAY = """
+import json, time
+import ray, ray.data
+from pipeline.runtime import init_ray
+
+init_ray(num_cpus=2, dashboard=False)
+
+def stamp(batch):
+    start = time.time()
+    time.sleep(0.5)
+    return {"start": [start], "end": [time.time()]}
+
+ds = ray.data.range(4, override_num_blocks=4).map_batches(stamp, batch_size=None).materialize()
+assert sum(len(batch["start"]) for batch in ds.iter_batches(batch_size=None)) == 4  # iteration reports its metrics too
+rows = ds.take_all()
+first_end = min(row["end"] for row in rows)
+print(json.dumps({"rows": len(rows), "side_by_side": sum(row["start"] < first_end for row in rows),
+                  "stats": "MapBatches(stamp)" in ds.stats(),
+                  "actors": sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True))}))
+"""
+
+
+def test_a_local_ray_without_dashboard_runs_ray_data_without_its_cluster_actors(tmp_path):
+    """`pipeline data` and `batch-predict` start Ray locally without a dashboard: Ray Data's stats actor
+    and autoscaling coordinator (a worker process each) have no reader and no autoscaler there, so none
+    is started, and executions still run on every CPU, with their stats. In a subprocess: it starts a
+    Ray of its own, as those commands do."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-c", LOCAL_DATA_ONLY_RAY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["rows"] == 4 and seen["side_by_side"] >= 2 and seen["stats"], seen
+    assert seen["actors"] == [], seen  # without the change: AutoscalingCoordinator and datasets_stats_actor
+
+
 def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives():
     """Statistics, class counts and held-out batches read from a small materialised dataset's blocks in
     the driver (no Ray Data execution) equal the Ray Data pass they replace, empty blocks included."""
