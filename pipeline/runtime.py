@@ -27,12 +27,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
         if address:
             ray.init(address=address, **kwargs)
         else:
+            for name, value in LOCAL_START_CONFIG.items():
+                os.environ.setdefault(name, value)  # inherited by the raylet this starts; a user's setting is kept
             ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", **kwargs)
             if not dashboard:
                 without_ray_data_cluster_actors()
     configure_data_context(verbose)
     if not verbose:
         hide_known_ray_noise()
+
+
+# Ray's connection retries, for a local Ray this process starts. The raylet connects to its own object
+# store, which starts in a thread beside it; when the store's socket is not bound yet at the first try
+# (about half the starts seen on 2 cores), Ray sleeps the retry interval, 1 s by default, before the
+# next: the start's largest single wait. 100 ms between 100 tries keeps the same 10 s before giving up.
+LOCAL_START_CONFIG = {"RAY_raylet_client_connect_timeout_milliseconds": "100", "RAY_raylet_client_num_connect_attempts": "100"}
 
 
 # Lines Ray's own processes send to the driver that say nothing about this run (shown with --verbose):

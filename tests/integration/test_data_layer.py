@@ -351,7 +351,7 @@ def test_before_the_coordinator_answers_an_execution_is_sized_from_the_cluster()
 
 LOCAL_DATA_ONLY_RAY = """
 import json, time
-import ray, ray.data
+import psutil, ray, ray.data
 from pipeline.runtime import init_ray
 
 init_ray(num_cpus=2, dashboard=False)
@@ -365,17 +365,19 @@ ds = ray.data.range(4, override_num_blocks=4).map_batches(stamp, batch_size=None
 assert sum(len(batch["start"]) for batch in ds.iter_batches(batch_size=None)) == 4  # iteration reports its metrics too
 rows = ds.take_all()
 first_end = min(row["end"] for row in rows)
+raylet = next(p for p in psutil.Process().children(recursive=True) if p.name() == "raylet")
 print(json.dumps({"rows": len(rows), "side_by_side": sum(row["start"] < first_end for row in rows),
                   "stats": "MapBatches(stamp)" in ds.stats(),
-                  "actors": sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True))}))
+                  "actors": sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)),
+                  "raylet_retry_ms": raylet.environ().get("RAY_raylet_client_connect_timeout_milliseconds")}))
 """
 
 
 def test_a_local_ray_without_dashboard_runs_ray_data_without_its_cluster_actors(tmp_path):
     """`pipeline data` and `batch-predict` start Ray locally without a dashboard: Ray Data's stats actor
     and autoscaling coordinator (a worker process each) have no reader and no autoscaler there, so none
-    is started, and executions still run on every CPU, with their stats. In a subprocess: it starts a
-    Ray of its own, as those commands do."""
+    is started, and executions still run on every CPU, with their stats. The raylet it starts retries
+    its connections every 100 ms. In a subprocess: it starts a Ray of its own, as those commands do."""
     import os
     import subprocess
     import sys
@@ -386,6 +388,7 @@ def test_a_local_ray_without_dashboard_runs_ray_data_without_its_cluster_actors(
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["rows"] == 4 and seen["side_by_side"] >= 2 and seen["stats"], seen
     assert seen["actors"] == [], seen  # without the change: AutoscalingCoordinator and datasets_stats_actor
+    assert seen["raylet_retry_ms"] == "100", seen  # the raylet retries its store every 100 ms, not 1 s
 
 
 def test_small_materialised_datasets_read_in_the_driver_give_what_ray_data_gives():
