@@ -351,7 +351,7 @@ def test_before_the_coordinator_answers_an_execution_is_sized_from_the_cluster()
 
 LOCAL_DATA_ONLY_RAY = """
 import json, time
-import psutil, ray, ray.data
+import ray, ray.data
 from pipeline.runtime import init_ray
 
 init_ray(num_cpus=2, dashboard=False)
@@ -365,11 +365,12 @@ ds = ray.data.range(4, override_num_blocks=4).map_batches(stamp, batch_size=None
 assert sum(len(batch["start"]) for batch in ds.iter_batches(batch_size=None)) == 4  # iteration reports its metrics too
 rows = ds.take_all()
 first_end = min(row["end"] for row in rows)
-raylet = next(p for p in psutil.Process().children(recursive=True) if p.name() == "raylet")
+raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+raylet_env = dict(kv.split(b"=", 1) for kv in open(f"/proc/{raylet}/environ", "rb").read().split(b"\\0") if b"=" in kv)
 print(json.dumps({"rows": len(rows), "side_by_side": sum(row["start"] < first_end for row in rows),
                   "stats": "MapBatches(stamp)" in ds.stats(),
                   "actors": sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)),
-                  "raylet_retry_ms": raylet.environ().get("RAY_raylet_client_connect_timeout_milliseconds")}))
+                  "raylet_retry_ms": raylet_env.get(b"RAY_raylet_client_connect_timeout_milliseconds", b"").decode()}))
 """
 
 
